@@ -1,0 +1,143 @@
+"""``python -m d2l_local bench``: d2l_local against the seeds' own pipeline, side by side.
+
+Both pipelines train the same network (the 224x224 NiN, batch 128, SGD lr
+0.1) in the same process on the same device, for the same number of steps
+after a warm-up:
+
+(a) the seeds' pipeline: ``d2l.load_data_fashion_mnist(128, resize=224)``
+    (torchvision, PIL resizing in DataLoader workers) and the step of
+    ``d2l.train_ch6`` (fp32);
+(b) d2l_local: the data set on the device as uint8, resizing there, mixed
+    precision and channels_last, the step of :func:`d2l_local.train_ch6`.
+
+The peak is a large matrix multiply, measured in the same run at the
+precision d2l_local used, so ``fraction_of_peak`` compares like with like.
+"""
+
+import contextlib
+import os
+import time
+
+import torch
+from torch import nn
+
+from .data import cache_dir, load_data_fashion_mnist, place_for_torchvision
+from .models import NiN, init_weights
+from .provenance import device_name
+from .summary import training_flops_per_image
+from .train import autocast, pick_precision, train_step
+
+BATCH, SIZE, LR = 128, 224, 0.1
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed_steps(step, batches, warmup, steps, device):
+    """Images per second over ``steps`` calls of ``step`` after ``warmup`` calls."""
+    batches = iter(batches)
+    for _ in range(warmup):
+        step(*next(batches))
+    _sync(device)
+    start, images = time.perf_counter(), 0
+    for _ in range(steps):
+        X, y = next(batches)
+        step(X, y)
+        images += len(y)
+    _sync(device)
+    return images / (time.perf_counter() - start)
+
+
+@contextlib.contextmanager
+def _inside(folder):
+    """Run with ``folder`` as the working directory (d2l reads ``../data``)."""
+    previous = os.getcwd()
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def reference_img_per_s(device, warmup, steps):
+    """The seeds' code path: d2l's data loader and d2l.train_ch6's step, in fp32."""
+    from d2l import torch as d2l
+
+    workdir = cache_dir().parent / "d2l-reference" / "work"
+    place_for_torchvision(workdir.parent / "data")
+    with _inside(workdir):
+        train_iter, _ = d2l.load_data_fashion_mnist(BATCH, resize=SIZE)
+        net = NiN()
+        init_weights(net, "xavier")
+        net.to(device)
+        optimizer = torch.optim.SGD(net.parameters(), lr=LR)
+        loss = nn.CrossEntropyLoss()
+
+        def step(X, y):
+            optimizer.zero_grad()
+            X, y = X.to(device), y.to(device)
+            y_hat = net(X)
+            batch_loss = loss(y_hat, y)
+            batch_loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                d2l.accuracy(y_hat, y)
+
+        return _timed_steps(step, train_iter, warmup, steps, device)
+
+
+def d2l_local_img_per_s(device, warmup, steps, precision, compile=False):
+    train_iter, _ = load_data_fashion_mnist(BATCH, resize=SIZE, device=device)
+    net = init_weights(NiN(), "kaiming").to(device).to(memory_format=torch.channels_last)
+    model = torch.compile(net) if compile else net
+    optimizer = torch.optim.SGD(net.parameters(), lr=LR)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+    def step(X, y):
+        train_step(model, optimizer, scaler, X, y, device, precision)
+
+    return _timed_steps(step, train_iter, warmup, steps, device)
+
+
+def matmul_peak_tflops(device, precision, n=4096, repeats=10):
+    """Measured matrix-multiply throughput at ``precision``, in TFLOP/s."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    with autocast(device, precision):
+        a @ b
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        _sync(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
+
+
+def run_bench(device, steps=12, warmup=3, compile=False):
+    """Measure both pipelines and the matmul peak; return one flat dict."""
+    device = torch.device(device)
+    precision = pick_precision(device)
+    flops_per_image = training_flops_per_image(NiN(), SIZE)
+    reference = reference_img_per_s(device, warmup, steps)
+    ours = d2l_local_img_per_s(device, warmup, steps, precision, compile)
+    peak = matmul_peak_tflops(device, precision)
+    achieved = ours * flops_per_image / 1e12
+    return {
+        "device": device_name(device),
+        "precision": precision,
+        "compile": compile,
+        "model": "NiN 224x224, batch 128",
+        "steps": steps,
+        "warmup": warmup,
+        "reference_img_per_s": round(reference, 2),
+        "d2l_local_img_per_s": round(ours, 2),
+        "speedup": round(ours / reference, 3),
+        "training_gflop_per_image": round(flops_per_image / 1e9, 3),
+        "achieved_tflops": round(achieved, 4),
+        "peak_tflops": round(peak, 4),
+        "fraction_of_peak": round(achieved / peak, 3),
+        "torch": torch.__version__,
+    }

@@ -1,0 +1,118 @@
+"""``python -m d2l_local {train,data,bench,experiment}``."""
+
+import argparse
+import json
+import sys
+
+import torch
+
+
+def _device(name):
+    from .train import try_gpu
+
+    return torch.device(name) if name else try_gpu()
+
+
+def cmd_train(args):
+    from . import data, models, train
+
+    size = args.resize or models.DEFAULT_SIZE[args.model]
+    device = _device(args.device)
+    train_iter, test_iter = data.load_data_fashion_mnist(args.batch_size, resize=size, device=device,
+                                                         seed=args.seed)
+    net = models.build_model(args.model, num_1x1=args.num_1x1, head=args.head, input_size=size)
+    history = train.train_ch6(net, train_iter, test_iter, args.epochs, args.lr, device, seed=args.seed,
+                              init=args.init, precision=args.precision, momentum=args.momentum,
+                              weight_decay=args.weight_decay, schedule=args.schedule, compile=args.compile,
+                              checkpoint=args.checkpoint, resume=args.resume, history_path=args.json,
+                              progress=not args.quiet)
+    print(json.dumps(history.final))
+
+
+def cmd_data(args):
+    from . import data
+
+    if args.fetch:
+        print(f"fetched into {data.fetch()}")
+    folder = data.find_data_dir()
+    sets = data.load_tensors(folder)  # verifies every SHA-256
+    print(f"Fashion-MNIST: {folder} (verified: {len(sets['train'][1])} train, {len(sets['test'][1])} test images)")
+    if args.torchvision_root:
+        print(f"placed for torchvision: {data.place_for_torchvision(args.torchvision_root)}")
+
+
+def cmd_bench(args):
+    from .bench import run_bench
+
+    result = run_bench(_device(args.device), steps=args.steps, warmup=args.warmup, compile=args.compile)
+    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
+
+
+def cmd_experiment(args):
+    from .experiments import run_experiment
+
+    for path in run_experiment(args.name, args.preset, seeds=args.seeds, only=args.only, verify=args.verify,
+                               device=_device(args.device)):
+        print(f"wrote {path}")
+
+
+def main(argv=None):
+    from .data import DataError
+    from .experiments import EXPERIMENTS, PRESETS
+    from .models import MODELS
+
+    parser = argparse.ArgumentParser(prog="python -m d2l_local", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a NiN on Fashion-MNIST")
+    p.add_argument("--model", choices=sorted(MODELS), default="nin")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--resize", type=int, help="image side (default: 224 for nin, 28 for paper)")
+    p.add_argument("--num-1x1", type=int, default=2)
+    p.add_argument("--head", choices=["gap", "fc"], default="gap")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: try_gpu())")
+    p.add_argument("--init", choices=["kaiming", "xavier", "default"], default="kaiming")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
+    p.add_argument("--momentum", type=float, default=0.0)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--checkpoint", help="checkpoint file, written after every epoch")
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    p.add_argument("--json", help="write the per-epoch history here")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("data", help="find, verify or fetch Fashion-MNIST and say where it is")
+    p.add_argument("--fetch", action="store_true", help="download into the cache if needed (needs internet)")
+    p.add_argument("--torchvision-root", help="also place decompressed copies for torchvision/d2l here")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("bench", help="d2l_local against the seeds' d2l pipeline, side by side")
+    p.add_argument("--device")
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON line")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("experiment", help="run a recorded experiment and write results/NAME.json")
+    p.add_argument("name", choices=[*EXPERIMENTS, "all"])
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    p.add_argument("--seeds", type=int, nargs="+", help="override the preset's seeds")
+    p.add_argument("--only", help="run one variant only (its label, e.g. num_1x1=2)")
+    p.add_argument("--verify", action="store_true",
+                   help="re-run and compare with the recorded results instead of overwriting them")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_experiment)
+
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (DataError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,196 @@
+"""Network in Network (Lin, Chen and Yan, 2013) and the pieces it is built from.
+
+Two networks live here:
+
+* :class:`NiN` is the network of the d2l book and of the seeds: four mlpconv
+  blocks for 224x224 Fashion-MNIST, 1,992,166 parameters.
+* :class:`PaperNiN` is the paper's own MNIST network for 28x28 inputs. It runs
+  Fashion-MNIST at its native resolution, about 15 times cheaper, so it is the
+  network the CPU-sized experiments use.
+
+Both are ``nn.Sequential`` subclasses, so ``for layer in net: X = layer(X)``
+walks them block by block, exactly as the seeds do.
+"""
+
+import copy
+
+import torch
+from torch import nn
+
+HEADS = ("gap", "fc")
+
+
+def mlpconv(in_channels, widths, kernel_size, strides=1, padding=0, *, kernel_1x1=1):
+    """An mlpconv layer: one ``kernel_size`` convolution followed by 1x1 convolutions.
+
+    ``widths[0]`` is the output width of the spatial convolution and each
+    further entry adds one "1x1" convolution of that width; every convolution is
+    followed by a ReLU. ``kernel_1x1=3`` turns the 1x1 layers into 3x3 layers
+    (padding 1) for the exercise that asks what the 1x1 shape buys.
+    """
+    if not widths:
+        raise ValueError("mlpconv needs at least one width (the spatial convolution's)")
+    if kernel_1x1 not in (1, 3):
+        raise ValueError(f"kernel_1x1 must be 1 or 3, got {kernel_1x1}")
+    layers = [nn.Conv2d(in_channels, widths[0], kernel_size, strides, padding), nn.ReLU()]
+    for c_in, c_out in zip(widths, widths[1:]):
+        layers += [nn.Conv2d(c_in, c_out, kernel_1x1, padding=kernel_1x1 // 2), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+def nin_block(in_channels, out_channels, kernel_size, strides, padding, *, num_1x1=2, kernel_1x1=1):
+    """The NiN block of the d2l book: a convolution, then ``num_1x1`` 1x1 convolutions.
+
+    Same positional signature as ``d2l``'s ``nin_block``. ``num_1x1`` (0 to 3,
+    default 2 as in the paper) and ``kernel_1x1`` (1 or 3) serve the exercises.
+    """
+    if num_1x1 not in range(4):
+        raise ValueError(f"num_1x1 must be 0, 1, 2 or 3, got {num_1x1}")
+    return mlpconv(in_channels, [out_channels] * (1 + num_1x1), kernel_size, strides, padding,
+                   kernel_1x1=kernel_1x1)
+
+
+def _head(head, num_classes, feature_shape):
+    """Global average pooling, or flatten + a fully connected layer over ``feature_shape``."""
+    if head == "gap":
+        return [nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten()]
+    if head == "fc":
+        channels, height, width = feature_shape
+        return [nn.Flatten(), nn.Linear(channels * height * width, num_classes)]
+    raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+
+
+def _feature_shape(layers, in_channels, input_size):
+    """Output shape (C, H, W) of ``layers`` for one input, computed on the meta device."""
+    probe = copy.deepcopy(nn.Sequential(*layers)).to("meta")
+    return tuple(probe(torch.empty(1, in_channels, input_size, input_size, device="meta")).shape[1:])
+
+
+class NiN(nn.Sequential):
+    """The d2l/seed NiN for 224x224 inputs (1,992,166 parameters with the defaults).
+
+    Args:
+        num_classes: number of output classes (and channels of the last block).
+        in_channels: channels of the input images (1 for Fashion-MNIST).
+        head: ``"gap"`` (global average pooling, the NiN way) or ``"fc"``
+            (flatten + one fully connected layer, for the exercise).
+        num_1x1: 1x1 convolutions per block, 0 to 3.
+        kernel_1x1: 1, or 3 to replace the 1x1 convolutions by 3x3 ones.
+        squeeze: width sequence of the last block. ``None`` keeps the seeds'
+            one-step squeeze (3x3 conv straight to ``num_classes``);
+            e.g. ``(96, 24)`` squeezes 384 -> 96 -> 24 -> ``num_classes``.
+        input_size: input side length; only the ``"fc"`` head depends on it.
+        dropout: dropout probability before the last block.
+    """
+
+    def __init__(self, num_classes=10, in_channels=1, *, head="gap", num_1x1=2, kernel_1x1=1,
+                 squeeze=None, input_size=224, dropout=0.5):
+        block = dict(num_1x1=num_1x1, kernel_1x1=kernel_1x1)
+        if squeeze is None:
+            last = nin_block(384, num_classes, 3, 1, 1, **block)
+        else:
+            last = mlpconv(384, [*squeeze, num_classes], 3, 1, 1, kernel_1x1=kernel_1x1)
+        body = [
+            nin_block(in_channels, 96, 11, 4, 0, **block),
+            nn.MaxPool2d(3, stride=2),
+            nin_block(96, 256, 5, 1, 2, **block),
+            nn.MaxPool2d(3, stride=2),
+            nin_block(256, 384, 3, 1, 1, **block),
+            nn.MaxPool2d(3, stride=2),
+            nn.Dropout(dropout),
+            last,
+        ]
+        shape = _feature_shape(body, in_channels, input_size) if head == "fc" else None
+        super().__init__(*body, *_head(head, num_classes, shape))
+
+
+class PaperNiN(nn.Sequential):
+    """The NiN paper's own MNIST network, for 28x28 inputs.
+
+    Three mlpconv layers with 5x5 convolutions: 96-64-48, 128-96-48 and
+    128-96-10, 3x3/2 max pooling (ceil mode, so 28 -> 14 -> 7) and dropout
+    after the first two, then global average pooling over the 7x7 maps.
+
+    ``num_1x1`` changes the number of 1x1 layers in every block: 2 is the
+    paper; 1 keeps only the block's last 1x1 layer; 3 repeats the first one;
+    0 keeps the spatial convolution alone (the last block's then outputs
+    ``num_classes`` maps). ``kernel_1x1``, ``head`` and ``input_size`` are as in
+    :class:`NiN`.
+    """
+
+    BLOCKS = ((96, 64, 48), (128, 96, 48), (128, 96, None))  # None: num_classes
+
+    def __init__(self, num_classes=10, in_channels=1, *, head="gap", num_1x1=2, kernel_1x1=1,
+                 input_size=28, dropout=0.5):
+        if num_1x1 not in range(4):
+            raise ValueError(f"num_1x1 must be 0, 1, 2 or 3, got {num_1x1}")
+        body, c_in = [], in_channels
+        for i, (conv, hidden, out) in enumerate(self.BLOCKS):
+            last_block = i == len(self.BLOCKS) - 1
+            out = num_classes if out is None else out
+            widths = [conv] + [hidden] * (num_1x1 - 1) + [out] if num_1x1 else [out if last_block else conv]
+            body.append(mlpconv(c_in, widths, 5, 1, 2, kernel_1x1=kernel_1x1))
+            if not last_block:
+                body += [nn.MaxPool2d(3, stride=2, ceil_mode=True), nn.Dropout(dropout)]
+            c_in = widths[-1]
+        shape = _feature_shape(body, in_channels, input_size) if head == "fc" else None
+        super().__init__(*body, *_head(head, num_classes, shape))
+
+
+MODELS = {"nin": NiN, "paper": PaperNiN}
+DEFAULT_SIZE = {"nin": 224, "paper": 28}
+
+
+def build_model(name, **options):
+    """Build a model from :data:`MODELS` by name (``"nin"`` or ``"paper"``)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    return MODELS[name](**options)
+
+
+def init_weights(net, scheme="kaiming"):
+    """Initialise every convolution and linear layer of ``net`` in place.
+
+    ``"kaiming"`` (d2l_local's default): He-normal weights for ReLU networks and
+    zero biases, which keeps the signal's scale through all twelve ReLU layers,
+    so the seeds' recipe starts learning on every seed.
+    ``"xavier"``: what ``d2l.train_ch6`` does (Xavier-uniform weights).
+    ``"default"``: PyTorch's own initialisation, untouched.
+    """
+    if scheme == "default":
+        return net
+    if scheme not in ("kaiming", "xavier"):
+        raise ValueError(f"init must be 'kaiming', 'xavier' or 'default', got {scheme!r}")
+    for module in net.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            if scheme == "xavier":
+                nn.init.xavier_uniform_(module.weight)
+            else:
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+    return net
+
+
+def count_parameters(net):
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+def min_input_size(net, in_channels=1, limit=1024):
+    """Smallest square input side that ``net`` accepts, found on the meta device."""
+    probe = copy.deepcopy(net).to("meta").eval()
+
+    def fits(size):
+        try:
+            probe(torch.empty(1, in_channels, size, size, device="meta"))
+            return True
+        except RuntimeError:
+            return False
+
+    if not fits(limit):
+        raise ValueError(f"the network accepts no input up to {limit}x{limit}")
+    low, high = 1, limit
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if fits(mid) else (mid + 1, high)
+    return low

@@ -60,6 +60,13 @@ def _head(head, num_classes, feature_shape):
     raise ValueError(f"head must be one of {HEADS}, got {head!r}")
 
 
+def _last_widths(widths, num_classes):
+    widths = list(widths)
+    if not widths or widths[-1] != num_classes:
+        raise ValueError(f"last_block must end with num_classes={num_classes}, got {widths}")
+    return widths
+
+
 def _feature_shape(layers, in_channels, input_size):
     """Output shape (C, H, W) of ``layers`` for one input, computed on the meta device."""
     probe = copy.deepcopy(nn.Sequential(*layers)).to("meta")
@@ -76,20 +83,21 @@ class NiN(nn.Sequential):
             (flatten + one fully connected layer, for the exercise).
         num_1x1: 1x1 convolutions per block, 0 to 3.
         kernel_1x1: 1, or 3 to replace the 1x1 convolutions by 3x3 ones.
-        squeeze: width sequence of the last block. ``None`` keeps the seeds'
-            one-step squeeze (3x3 conv straight to ``num_classes``);
-            e.g. ``(96, 24)`` squeezes 384 -> 96 -> 24 -> ``num_classes``.
+        last_block: widths of the last block's layers, ending in ``num_classes``.
+            ``None`` keeps the seeds' one-step squeeze: the 3x3 convolution
+            goes straight from 384 to ``num_classes`` channels. ``(192, 48, 10)``
+            squeezes gradually instead.
         input_size: input side length; only the ``"fc"`` head depends on it.
         dropout: dropout probability before the last block.
     """
 
     def __init__(self, num_classes=10, in_channels=1, *, head="gap", num_1x1=2, kernel_1x1=1,
-                 squeeze=None, input_size=224, dropout=0.5):
+                 last_block=None, input_size=224, dropout=0.5):
         block = dict(num_1x1=num_1x1, kernel_1x1=kernel_1x1)
-        if squeeze is None:
+        if last_block is None:
             last = nin_block(384, num_classes, 3, 1, 1, **block)
         else:
-            last = mlpconv(384, [*squeeze, num_classes], 3, 1, 1, kernel_1x1=kernel_1x1)
+            last = mlpconv(384, _last_widths(last_block, num_classes), 3, 1, 1, kernel_1x1=kernel_1x1)
         body = [
             nin_block(in_channels, 96, 11, 4, 0, **block),
             nn.MaxPool2d(3, stride=2),
@@ -114,23 +122,27 @@ class PaperNiN(nn.Sequential):
     ``num_1x1`` changes the number of 1x1 layers in every block: 2 is the
     paper; 1 keeps only the block's last 1x1 layer; 3 repeats the first one;
     0 keeps the spatial convolution alone (the last block's then outputs
-    ``num_classes`` maps). ``kernel_1x1``, ``head`` and ``input_size`` are as in
-    :class:`NiN`.
+    ``num_classes`` maps). ``last_block`` replaces the last block's widths
+    (the paper's are 128-96-10; ``(10, 10, 10)`` squeezes in one step as the
+    seeds' network does). ``kernel_1x1``, ``head`` and ``input_size`` are as
+    in :class:`NiN`.
     """
 
     BLOCKS = ((96, 64, 48), (128, 96, 48), (128, 96, None))  # None: num_classes
 
     def __init__(self, num_classes=10, in_channels=1, *, head="gap", num_1x1=2, kernel_1x1=1,
-                 input_size=28, dropout=0.5):
+                 last_block=None, input_size=28, dropout=0.5):
         if num_1x1 not in range(4):
             raise ValueError(f"num_1x1 must be 0, 1, 2 or 3, got {num_1x1}")
         body, c_in = [], in_channels
         for i, (conv, hidden, out) in enumerate(self.BLOCKS):
-            last_block = i == len(self.BLOCKS) - 1
+            is_last = i == len(self.BLOCKS) - 1
             out = num_classes if out is None else out
-            widths = [conv] + [hidden] * (num_1x1 - 1) + [out] if num_1x1 else [out if last_block else conv]
+            widths = [conv] + [hidden] * (num_1x1 - 1) + [out] if num_1x1 else [out if is_last else conv]
+            if is_last and last_block is not None:
+                widths = _last_widths(last_block, num_classes)
             body.append(mlpconv(c_in, widths, 5, 1, 2, kernel_1x1=kernel_1x1))
-            if not last_block:
+            if not is_last:
                 body += [nn.MaxPool2d(3, stride=2, ceil_mode=True), nn.Dropout(dropout)]
             c_in = widths[-1]
         shape = _feature_shape(body, in_channels, input_size) if head == "fc" else None

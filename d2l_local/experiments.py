@@ -1,0 +1,178 @@
+"""Recorded experiments: ``python -m d2l_local experiment NAME --preset cpu|gpu``.
+
+Each experiment trains a few variants of NiN from several seeds and writes
+``results/NAME.json``: provenance, the preset's config, and for every run its
+variant, seed, parameters, FLOPs, per-epoch history and final accuracy. The
+chapters read these files; no number in the book is typed by hand.
+
+Presets:
+
+* ``cpu``: the paper's 28x28 NiN on the full Fashion-MNIST set, sized for a
+  2-core machine (SGD with momentum, a few epochs).
+* ``gpu``: the seeds' 224x224 NiN and the seeds' recipe (plain SGD, lr 0.1,
+  batch 128, 10 epochs).
+
+A run identical in preset, variant and seed is trained once and kept in
+``results/runs/``, so experiments that share a baseline share its runs.
+"""
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from .data import load_data_fashion_mnist
+from .models import DEFAULT_SIZE, build_model, count_parameters
+from .provenance import REPO, provenance
+from .summary import training_flops_per_image
+from .train import load_checkpoint, train_ch6, write_json_atomic
+
+RESULTS = REPO / "results"
+
+PRESETS = {
+    "cpu": dict(model="paper", epochs=4, batch_size=128, lr=0.02, momentum=0.9, weight_decay=0.0,
+                schedule="constant", init="kaiming", seeds=(0, 1, 2)),
+    "gpu": dict(model="nin", epochs=10, batch_size=128, lr=0.1, momentum=0.0, weight_decay=0.0,
+                schedule="constant", init="kaiming", seeds=(0, 1, 2)),
+}
+RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "init", "label_smoothing")
+
+# name -> (description, [(variant label, model options, recipe overrides)])
+EXPERIMENTS = {
+    "conv1x1_count": ("Number of 1x1 convolutions per block (0 to 3)", [
+        (f"num_1x1={k}", {"num_1x1": k}, {}) for k in range(4)]),
+    "kernel_3x3": ("3x3 convolutions in place of the 1x1 layers", [
+        ("kernel_1x1=1", {}, {}), ("kernel_1x1=3", {"kernel_1x1": 3}, {})]),
+    "gap_vs_fc": ("Global average pooling against flatten + a fully connected layer", [
+        ("head=gap", {}, {}), ("head=fc", {"head": "fc"}, {})]),
+    "squeeze": ("Last block: gradual squeeze to 10 channels against one step", [
+        ("gradual", {}, {}), ("one_step", {"last_block": (10, 10, 10)}, {})]),
+    "tuned": ("The seeds' recipe against a tuned one, same epoch budget", [
+        ("preset", {}, {}),
+        ("tuned", {}, {"momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine", "label_smoothing": 0.1,
+                       "lr": 0.05})]),
+}
+# On the 224 network the two squeeze variants swap roles: the seeds squeeze in one step.
+GPU_VARIANTS = {"squeeze": [("one_step", {}, {}), ("gradual", {"last_block": (192, 48, 10)}, {})]}
+
+
+def _run_key(preset, model, options, recipe, seed):
+    blob = json.dumps([preset, model, options, recipe, seed], sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
+    """Train one variant from one seed; return its record (and save weights if asked)."""
+    config = PRESETS[preset]
+    model, size = config["model"], DEFAULT_SIZE[config["model"]]
+    net = build_model(model, input_size=size, **options)
+    params = count_parameters(net)
+    flops = training_flops_per_image(build_model(model, input_size=size, **options), size)
+    checkpoint = save_model or RESULTS / "runs" / ".in-progress.pt"
+    start = time.time()
+    history = train_ch6(net, *loaders, recipe["epochs"], recipe["lr"], device, seed=seed, init=recipe["init"],
+                        momentum=recipe["momentum"], weight_decay=recipe["weight_decay"],
+                        schedule=recipe["schedule"], label_smoothing=recipe.get("label_smoothing", 0.0),
+                        checkpoint=checkpoint, progress=False, plot=False)
+    if not save_model:
+        Path(checkpoint).unlink(missing_ok=True)
+    final = history.final
+    return {
+        "model": model, "image_size": size, "options": options, "config": {**options, **recipe},
+        "num_1x1": options.get("num_1x1", 2), "seed": seed, "params": params,
+        "training_flops_per_image": flops, "history": history.epochs,
+        "final_test_acc": final["test_acc"], "final_train_acc": final["train_acc"],
+        "seconds_per_epoch": sum(e["seconds"] for e in history.epochs) / len(history.epochs),
+        "wall_seconds": time.time() - start, "precision": history.config["precision"],
+        "provenance": provenance(device),
+    }
+
+
+def _variants(name, preset):
+    if preset == "gpu" and name in GPU_VARIANTS:
+        return GPU_VARIANTS[name]
+    return EXPERIMENTS[name][1]
+
+
+def run_experiment(name, preset="cpu", *, seeds=None, only=None, verify=False, device="cpu"):
+    """Run experiment ``name`` (or ``"all"``); yield the paths written."""
+    if name == "all":
+        for each in [*EXPERIMENTS, "stability"]:
+            yield from run_experiment(each, preset, seeds=seeds, device=device)
+        return
+    if name == "stability":
+        from .stability import run_stability
+
+        yield run_stability(preset, seeds=seeds, device=device)
+        return
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; choose one of {[*EXPERIMENTS, 'stability', 'all']}")
+    config = PRESETS[preset]
+    seeds = tuple(seeds or config["seeds"])
+    variants = [v for v in _variants(name, preset) if only in (None, v[0])]
+    if not variants:
+        raise ValueError(f"{name} has no variant {only!r}; its variants are {[v[0] for v in _variants(name, preset)]}")
+    device = torch.device(device)
+    loaders = load_data_fashion_mnist(config["batch_size"], resize=DEFAULT_SIZE[config["model"]], device=device)
+    path = RESULTS / f"{name}.json"
+    if verify:
+        yield _verify(path, preset, variants, seeds, device, loaders)
+        return
+    runs = []
+    for label, options, overrides in variants:
+        recipe = {k: config.get(k, 0.0) for k in RECIPE_KEYS} | overrides
+        for seed in seeds:
+            key = _run_key(preset, config["model"], options, recipe, seed)
+            cached = RESULTS / "runs" / f"{key}.json"
+            if cached.exists():
+                record = json.loads(cached.read_text())
+            else:
+                baseline = not options and not overrides and seed == seeds[0]
+                save = RESULTS / "models" / f"{config['model']}_{preset}_seed{seed}.pt" if baseline else None
+                print(f"[{name}] {label} seed {seed} ...", flush=True)
+                record = run_one(preset, options, recipe, seed, device, loaders, save_model=save)
+                write_json_atomic(cached, record)
+            runs.append({"variant": label, **record})
+            print(f"[{name}] {label} seed {seed}: test acc {record['final_test_acc']:.4f}", flush=True)
+    result = {
+        "experiment": name, "description": EXPERIMENTS[name][0], "preset": preset,
+        "provenance": provenance(device), "config": {k: v for k, v in config.items()},
+        "seeds": list(seeds), "variants": [v[0] for v in variants], "runs": runs,
+    }
+    write_json_atomic(path, result)
+    yield path
+
+
+def _verify(path, preset, variants, seeds, device, loaders):
+    """Re-train the selected runs and compare their histories with the recorded ones."""
+    recorded = json.loads(Path(path).read_text())
+    config = PRESETS[preset]
+    mismatches = []
+    for label, options, overrides in variants:
+        recipe = {k: config.get(k, 0.0) for k in RECIPE_KEYS} | overrides
+        for seed in seeds:
+            old = next(r for r in recorded["runs"] if r["variant"] == label and r["seed"] == seed)
+            new = run_one(preset, options, recipe, seed, device, loaders)
+            keys = ("train_loss", "train_acc", "test_acc")
+            same = all(a[k] == b[k] for a, b in zip(old["history"], new["history"]) for k in keys)
+            print(f"[verify] {label} seed {seed}: recorded {old['final_test_acc']:.4f}, "
+                  f"re-run {new['final_test_acc']:.4f} -> {'identical' if same else 'DIFFERENT'}")
+            if not same:
+                mismatches.append((label, seed))
+    if mismatches:
+        raise ValueError(f"re-runs differ from {path}: {mismatches}")
+    return path
+
+
+def load_model(preset="cpu", seed=0):
+    """The baseline network trained by the ``preset`` experiments, ready for inference."""
+    model = PRESETS[preset]["model"]
+    path = RESULTS / "models" / f"{model}_{preset}_seed{seed}.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; run `python -m d2l_local experiment conv1x1_count "
+                                f"--preset {preset}` to train and save it.")
+    net = build_model(model)
+    net.load_state_dict(load_checkpoint(path)["model"])
+    return net.eval()

@@ -17,6 +17,7 @@ from .train import (
                    load_checkpoint,
                    pick_precision,
                    quick_mode,
+                   run_info,
                    train_ch6,
                    try_gpu,
 )
@@ -27,6 +28,6 @@ __all__ = [
     "TEXT_LABELS", "DataError", "DeviceLoader", "find_data_dir", "load_data_fashion_mnist",
     "place_for_torchvision", "NiN", "PaperNiN", "build_model", "count_parameters", "init_weights",
     "min_input_size", "mlpconv", "nin_block", "block_shapes", "layer_summary", "training_flops_per_image",
-    "History", "TrainingDiverged", "evaluate_accuracy", "load_checkpoint", "pick_precision", "quick_mode",
+    "History", "TrainingDiverged", "evaluate_accuracy", "load_checkpoint", "pick_precision", "quick_mode", "run_info",
     "train_ch6", "try_gpu",
 ]

@@ -18,6 +18,7 @@ A run identical in preset, variant and seed is trained once and kept in
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -27,9 +28,22 @@ from .data import load_data_fashion_mnist
 from .models import DEFAULT_SIZE, build_model, count_parameters
 from .provenance import REPO, provenance
 from .summary import training_flops_per_image
-from .train import load_checkpoint, train_ch6, write_json_atomic
+from .train import load_checkpoint, quick_mode, train_ch6, write_json_atomic
 
-RESULTS = REPO / "results"
+
+def results_dir():
+    """``results/`` of the repository, or ``$D2L_LOCAL_RESULTS`` when set.
+
+    Quick-mode runs are smoke tests, not results: they may only be written to
+    a folder named by ``$D2L_LOCAL_RESULTS``.
+    """
+    folder = os.environ.get("D2L_LOCAL_RESULTS")
+    if folder:
+        return Path(folder)
+    if quick_mode():
+        raise ValueError("D2L_LOCAL_QUICK=1 runs are smoke tests and never overwrite results/; "
+                         "set D2L_LOCAL_RESULTS=/some/tmp/dir to try an experiment in quick mode.")
+    return REPO / "results"
 
 PRESETS = {
     "cpu": dict(model="paper", epochs=4, batch_size=128, lr=0.02, momentum=0.9, weight_decay=0.0,
@@ -70,7 +84,7 @@ def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
     net = build_model(model, input_size=size, **options)
     params = count_parameters(net)
     flops = training_flops_per_image(build_model(model, input_size=size, **options), size)
-    checkpoint = save_model or RESULTS / "runs" / ".in-progress.pt"
+    checkpoint = save_model or results_dir() / "runs" / ".in-progress.pt"
     start = time.time()
     history = train_ch6(net, *loaders, recipe["epochs"], recipe["lr"], device, seed=seed, init=recipe["init"],
                         momentum=recipe["momentum"], weight_decay=recipe["weight_decay"],
@@ -116,7 +130,7 @@ def run_experiment(name, preset="cpu", *, seeds=None, only=None, verify=False, d
         raise ValueError(f"{name} has no variant {only!r}; its variants are {[v[0] for v in _variants(name, preset)]}")
     device = torch.device(device)
     loaders = load_data_fashion_mnist(config["batch_size"], resize=DEFAULT_SIZE[config["model"]], device=device)
-    path = RESULTS / f"{name}.json"
+    path = results_dir() / f"{name}.json"
     if verify:
         yield _verify(path, preset, variants, seeds, device, loaders)
         return
@@ -125,12 +139,12 @@ def run_experiment(name, preset="cpu", *, seeds=None, only=None, verify=False, d
         recipe = {k: config.get(k, 0.0) for k in RECIPE_KEYS} | overrides
         for seed in seeds:
             key = _run_key(preset, config["model"], options, recipe, seed)
-            cached = RESULTS / "runs" / f"{key}.json"
+            cached = results_dir() / "runs" / f"{key}.json"
             if cached.exists():
                 record = json.loads(cached.read_text())
             else:
                 baseline = not options and not overrides and seed == seeds[0]
-                save = RESULTS / "models" / f"{config['model']}_{preset}_seed{seed}.pt" if baseline else None
+                save = results_dir() / "models" / f"{config['model']}_{preset}_seed{seed}.pt" if baseline else None
                 print(f"[{name}] {label} seed {seed} ...", flush=True)
                 record = run_one(preset, options, recipe, seed, device, loaders, save_model=save)
                 write_json_atomic(cached, record)
@@ -169,7 +183,7 @@ def _verify(path, preset, variants, seeds, device, loaders):
 def load_model(preset="cpu", seed=0):
     """The baseline network trained by the ``preset`` experiments, ready for inference."""
     model = PRESETS[preset]["model"]
-    path = RESULTS / "models" / f"{model}_{preset}_seed{seed}.pt"
+    path = REPO / "results" / "models" / f"{model}_{preset}_seed{seed}.pt"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; run `python -m d2l_local experiment conv1x1_count "
                                 f"--preset {preset}` to train and save it.")

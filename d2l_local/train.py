@@ -313,3 +313,14 @@ def _live_plot(num_epochs):
     from .plot import TrainingPlot
 
     return TrainingPlot(num_epochs)
+
+
+def run_info():
+    """One line saying where and how this notebook runs: device, precision and mode."""
+    device = try_gpu()
+    from .provenance import device_name
+
+    mode = ("QUICK MODE (D2L_LOCAL_QUICK=1): tiny runs, numbers are not results" if quick_mode()
+            else "full run")
+    return (f"device: {device} ({device_name(device)}), precision: {pick_precision(device)}, "
+            f"torch {torch.__version__}, mode: {mode}")

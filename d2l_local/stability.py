@@ -1,0 +1,80 @@
+"""Does the seeds' recipe start learning? ``python -m d2l_local experiment stability``.
+
+The seeds train the 224x224 NiN with plain SGD at lr 0.1 from d2l's Xavier
+initialisation, and in d2l's own CI some of those runs never left chance
+accuracy. This experiment runs the first steps of that recipe from several
+seeds under three initialisations (d2l's Xavier, PyTorch's default and
+d2l_local's) and records the loss curve and whether each run is stuck at 10%.
+"""
+
+import time
+
+import torch
+
+from .data import load_data_fashion_mnist
+from .experiments import results_dir
+from .models import NiN, count_parameters, init_weights
+from .provenance import provenance
+from .train import _epoch_seed, pick_precision, train_step, write_json_atomic
+
+INITS = ("xavier", "default", "kaiming")
+STABILITY_PRESETS = {
+    "cpu": dict(steps=200, seeds=(0, 1, 2), window=20),
+    "gpu": dict(steps=1000, seeds=tuple(range(10)), window=50),
+}
+LR, BATCH, SIZE = 0.1, 128, 224
+STUCK_BELOW = 0.2  # train accuracy over the last window; chance is 0.1
+
+
+def first_steps(init, seed, steps, window, loaders, device):
+    """Loss and accuracy, averaged over windows of ``window`` steps, for the first ``steps`` steps."""
+    train_iter, _ = loaders
+    precision = pick_precision(device)
+    torch.manual_seed(seed)
+    net = init_weights(NiN(), init).to(device).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(net.parameters(), lr=LR)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    torch.manual_seed(_epoch_seed(seed, 0))
+    train_iter.set_epoch(0)
+    losses, accs = [], []
+    start = time.time()
+    for X, y in train_iter:
+        loss, logits = train_step(net, optimizer, scaler, X, y, device, precision)
+        losses.append(loss.float())
+        accs.append((logits.argmax(1) == y).float().mean())
+        if len(losses) == steps:
+            break
+    losses = torch.stack(losses).cpu().tolist()
+    accs = torch.stack(accs).cpu().tolist()
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    loss_curve = [mean(losses[i:i + window]) for i in range(0, steps, window)]
+    acc_curve = [mean(accs[i:i + window]) for i in range(0, steps, window)]
+    return {
+        "init": init, "seed": seed, "steps": steps, "window": window, "loss_curve": loss_curve,
+        "acc_curve": acc_curve, "final_window_acc": acc_curve[-1], "stuck": acc_curve[-1] < STUCK_BELOW,
+        "nonfinite": not all(map(torch.isfinite, map(torch.tensor, losses))),
+        "seconds": time.time() - start, "precision": precision,
+    }
+
+
+def run_stability(preset="cpu", seeds=None, device="cpu"):
+    config = STABILITY_PRESETS[preset]
+    seeds = tuple(seeds or config["seeds"])
+    device = torch.device(device)
+    loaders = load_data_fashion_mnist(BATCH, resize=SIZE, device=device)
+    runs = []
+    for init in INITS:
+        for seed in seeds:
+            run = first_steps(init, seed, config["steps"], config["window"], loaders, device)
+            print(f"[stability] init={init} seed={seed}: acc over last {config['window']} steps "
+                  f"{run['final_window_acc']:.3f}{' STUCK' if run['stuck'] else ''}", flush=True)
+            runs.append(run)
+    path = results_dir() / "stability.json"
+    write_json_atomic(path, {
+        "experiment": "stability", "preset": preset, "provenance": provenance(device),
+        "description": "First steps of the seeds' recipe (224x224 NiN, SGD lr 0.1, batch 128) by initialisation",
+        "config": {"lr": LR, "batch_size": BATCH, "image_size": SIZE, "params": count_parameters(NiN()),
+                   "stuck_below": STUCK_BELOW, **config, "seeds": list(seeds)},
+        "runs": runs,
+    })
+    return path

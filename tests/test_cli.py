@@ -1,0 +1,92 @@
+"""``python -m d2l_local``, and the package metadata."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from d2l_local import cli
+
+
+def run_module(args, env, cwd, timeout=300):
+    return subprocess.run([sys.executable, "-m", "d2l_local", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_data_command_says_where_the_data_is(real_data_dir, subprocess_env, tmp_path):
+    subprocess_env["FASHION_MNIST_DIR"] = str(real_data_dir)
+    result = run_module(["data", "--torchvision-root", str(tmp_path / "data")], subprocess_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert str(real_data_dir) in result.stdout
+    assert "verified" in result.stdout and "60000 train" in result.stdout and "10000 test" in result.stdout
+    raw_dir = tmp_path / "data" / "FashionMNIST" / "raw"
+    assert str(raw_dir) in result.stdout
+    assert len(list(raw_dir.iterdir())) == 4
+
+
+def test_train_quick_mode_writes_json_history(subprocess_env, tmp_path):
+    subprocess_env["D2L_LOCAL_QUICK"] = "1"
+    out = tmp_path / "out.json"
+    result = run_module(["train", "--model", "paper", "--epochs", "1", "--json", str(out), "--device", "cpu",
+                         "--quiet"], subprocess_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "QUICK MODE" in result.stdout
+    history = json.loads(out.read_text())
+    assert history["config"]["quick"] is True
+    assert history["config"]["image_size"] == 28
+    assert [r["epoch"] for r in history["epochs"]] == [1]
+    assert 0 <= history["epochs"][0]["test_acc"] <= 1
+    final = json.loads(result.stdout.strip().splitlines()[-1])  # the last line is the final record
+    assert final == history["epochs"][-1]
+
+
+def test_bad_batch_size_exits_with_a_clear_message(subprocess_env, tmp_path):
+    result = run_module(["train", "--model", "paper", "--batch-size", "0", "--device", "cpu"],
+                        subprocess_env, tmp_path)
+    assert result.returncode != 0
+    assert "batch_size must be at least 1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["train", "--epochs", "0", "--model", "paper", "--device", "cpu", "--quiet"], "num_epochs must be at least 1"),
+    (["train", "--lr", "-1", "--model", "paper", "--device", "cpu", "--quiet"], "lr must be positive"),
+    (["train", "--num-1x1", "7", "--model", "paper", "--device", "cpu", "--quiet"], "num_1x1"),
+])
+def test_bad_values_exit_2_with_the_reason(argv, expected, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and expected in err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["train", "--model", "resnet"], "invalid choice"),
+    (["train", "--epochs", "many"], "invalid int value"),
+    ([], "required"),
+])
+def test_bad_arguments_exit_2(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_data_command_reports_missing_data(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path / "nowhere"))
+    assert cli.main(["data"]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "not a directory" in err
+
+
+def test_pyproject_does_not_depend_on_torch_torchvision_numpy(repo_root):
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((repo_root / "pyproject.toml").read_text())["project"]
+    names = set()
+    for requirement in project["dependencies"]:
+        name = requirement.split(";")[0]
+        for sep in "<>=!~[ (":
+            name = name.split(sep)[0]
+        names.add(name.strip().lower().replace("_", "-"))
+    assert names  # parsed something
+    assert not names & {"torch", "torchvision", "numpy"}, names

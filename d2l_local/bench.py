@@ -25,7 +25,7 @@ from .data import cache_dir, load_data_fashion_mnist, place_for_torchvision
 from .models import NiN, init_weights
 from .provenance import device_name
 from .summary import training_flops_per_image
-from .train import autocast, pick_precision, train_step
+from .train import autocast, pick_precision, quick_mode, train_step
 
 BATCH, SIZE, LR = 128, 224, 0.1
 
@@ -91,7 +91,7 @@ def reference_img_per_s(device, warmup, steps):
 
 def d2l_local_img_per_s(device, warmup, steps, precision, compile=False):
     train_iter, _ = load_data_fashion_mnist(BATCH, resize=SIZE, device=device)
-    net = init_weights(NiN(), "kaiming").to(device).to(memory_format=torch.channels_last)
+    net = init_weights(NiN(), "d2l_local").to(device).to(memory_format=torch.channels_last)
     model = torch.compile(net) if compile else net
     optimizer = torch.optim.SGD(net.parameters(), lr=LR)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
@@ -119,6 +119,8 @@ def matmul_peak_tflops(device, precision, n=4096, repeats=10):
 def run_bench(device, steps=12, warmup=3, compile=False):
     """Measure both pipelines and the matmul peak; return one flat dict."""
     device = torch.device(device)
+    if quick_mode():
+        steps, warmup = 2, 1
     precision = pick_precision(device)
     flops_per_image = training_flops_per_image(NiN(), SIZE)
     reference = reference_img_per_s(device, warmup, steps)
@@ -140,4 +142,5 @@ def run_bench(device, steps=12, warmup=3, compile=False):
         "peak_tflops": round(peak, 4),
         "fraction_of_peak": round(achieved / peak, 3),
         "torch": torch.__version__,
+        "quick": quick_mode(),
     }

@@ -6,6 +6,8 @@ import sys
 
 import torch
 
+from .models import INITS
+
 
 def _device(name):
     from .train import try_gpu
@@ -74,7 +76,7 @@ def main(argv=None):
     p.add_argument("--head", choices=["gap", "fc"], default="gap")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: try_gpu())")
-    p.add_argument("--init", choices=["kaiming", "xavier", "default"], default="kaiming")
+    p.add_argument("--init", choices=INITS, default="d2l_local")
     p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
     p.add_argument("--momentum", type=float, default=0.0)
     p.add_argument("--weight-decay", type=float, default=0.0)

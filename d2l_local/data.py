@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import urllib.request
+import zlib
 from pathlib import Path
 
 import torch
@@ -93,7 +94,7 @@ def read_payload(path, name):
     raw = Path(path).read_bytes()
     try:
         payload = gzip.decompress(raw) if str(path).endswith(".gz") else raw
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:
         raise DataError(f"{path} is truncated or corrupt ({err}); expected SHA-256 {SHA256[name]} of the "
                         f"decompressed file, the raw file's is {hashlib.sha256(raw).hexdigest()}. "
                         "Delete it and fetch it again (`python -m d2l_local data --fetch`).") from err

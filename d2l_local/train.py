@@ -153,7 +153,8 @@ def _check_input_size(net, data_iter, device):
             net.eval()(torch.zeros(1, 1, size, size, device=device))
     except RuntimeError as err:
         try:
-            smallest = f"the smallest input it accepts is {min_input_size(net)}x{min_input_size(net)}"
+            side = min_input_size(net)
+            smallest = f"the smallest input it accepts is {side}x{side}"
         except ValueError:
             smallest = "it was built for one fixed input size"
         raise ValueError(f"{size}x{size} images do not fit {type(net).__name__}: {smallest}. "
@@ -162,7 +163,7 @@ def _check_input_size(net, data_iter, device):
         net.train()
 
 
-def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0, init="kaiming",
+def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0, init="d2l_local",
               precision="auto", momentum=0.0, weight_decay=0.0, schedule="constant", label_smoothing=0.0,
               compile=False, checkpoint=None, resume=False, history_path=None, progress=True, plot=None):
     """Train ``net`` with SGD and cross-entropy; same positional call as ``d2l.train_ch6``.
@@ -171,8 +172,8 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
     weight decay, constant learning rate. Returns a :class:`History`.
 
     Args:
-        init: ``"kaiming"`` (default, starts learning on every seed),
-            ``"xavier"`` (what d2l does) or ``"default"`` (PyTorch's).
+        init: a scheme of :func:`~d2l_local.models.init_weights`: ``"d2l_local"``
+            (default), ``"kaiming"``, ``"xavier"`` (what d2l does) or ``"default"`` (PyTorch's).
         precision: ``"auto"`` (see :func:`pick_precision`), ``"bf16"``, ``"fp16"`` or ``"fp32"``.
         schedule: ``"constant"`` or ``"cosine"`` (per step, to zero).
         compile: wrap the network in ``torch.compile``.
@@ -217,8 +218,10 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
 
     if resume and checkpoint and Path(checkpoint).exists():
         state = load_checkpoint(checkpoint)
-        saved = {k: v for k, v in state["config"].items() if k != "epochs"}
-        mine = {k: v for k, v in config.items() if k != "epochs"}
+        # A constant-rate run may be extended; a scheduled one depends on its length.
+        free = {"epochs"} if schedule == "constant" else set()
+        saved = {k: v for k, v in state["config"].items() if k not in free}
+        mine = {k: v for k, v in config.items() if k not in free}
         if saved != mine:
             raise ValueError(f"checkpoint {checkpoint} was written by a different run: {saved} vs {mine}. "
                              "Use another checkpoint path, or the same settings.")
@@ -297,7 +300,7 @@ def _warn_if_at_chance(record, num_classes):
         warnings.warn(
             f"accuracy is still at chance after the first epoch (train {record['train_acc']:.3f}, "
             f"test {record['test_acc']:.3f}): the network has not started learning. "
-            "Try init='kaiming' or a smaller learning rate.", stacklevel=3)
+            "Try init='d2l_local' (the default) or a smaller learning rate.", stacklevel=3)
 
 
 def _in_notebook():

@@ -125,8 +125,6 @@ def test_corrupt_decompressed_file(data_copy):
     assert data_mod.SHA256[SMALLEST] in str(err.value)
 
 
-@pytest.mark.xfail(strict=True, reason="data.read_payload catches (OSError, EOFError) only: a damaged deflate "
-                   "stream raises zlib.error, which escapes as a bare zlib.error instead of DataError")
 def test_damaged_deflate_stream_gives_data_error(data_copy):
     path = data_copy / f"{SMALLEST}.gz"
     raw = gzip.compress(payload_of(data_copy, SMALLEST))

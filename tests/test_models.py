@@ -219,9 +219,6 @@ def test_invalid_options_raise_value_error(make):
         make()
 
 
-@pytest.mark.xfail(strict=True, reason="NiN/PaperNiN subclass nn.Sequential but cannot be sliced: "
-                   "Sequential.__getitem__(slice) calls self.__class__(OrderedDict), which NiN.__init__ "
-                   "takes as num_classes (TypeError)")
 @pytest.mark.parametrize("make, size", [(NiN, 224), (PaperNiN, 28)])
 def test_slicing_gives_the_feature_extractor(make, size):
     """``net[:-2]`` (everything before global average pooling) gives the class confidence maps."""

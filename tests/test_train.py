@@ -165,9 +165,6 @@ def test_interrupted_run_resumes_exactly_with_momentum_and_cosine(make_loaders, 
     assert_same_weights(net_b, net_a)
 
 
-@pytest.mark.xfail(strict=True, reason="train.py compares checkpoint configs without 'epochs', so a cosine run "
-                   "resumed with another num_epochs silently continues the old schedule (T_max of the first "
-                   "call: the learning rate climbs back up) instead of being refused")
 def test_cosine_run_cannot_be_extended_silently(make_loaders, tmp_path):
     options = dict(momentum=0.9, schedule="cosine", **RUN)
     path = tmp_path / "ckpt.pt"

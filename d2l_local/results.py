@@ -1,0 +1,249 @@
+"""Recorded results, ready for the chapters: tables, curves and where they came from.
+
+``python -m d2l_local experiment NAME --preset cpu|gpu`` writes
+``results/NAME.json``; the chapters read those files through the helpers
+here and print every number from them, so no number on a page is typed by
+hand::
+
+    from d2l_local import results
+
+    record = results.load("conv1x1_count")
+    results.summary(record)               # one row per variant
+    print(results.describe_provenance(record))
+    results.plot_curves(record)           # test accuracy per epoch over seeds
+
+Files are read from ``$D2L_LOCAL_RESULTS`` when it is set (to try a chapter
+with throwaway results), otherwise from the repository's ``results/``.
+All figure text is ASCII, so it renders on Colab, which has no CJK fonts.
+"""
+
+import json
+import os
+import statistics
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from .plot import plot_mean_spread
+from .provenance import REPO
+
+SUMMARY_COLUMNS = ("seeds", "test acc mean", "test acc std", "test acc min", "test acc max",
+                   "train-test gap", "params", "training GFLOPs/image", "seconds/epoch")
+
+
+def results_folder():
+    """``$D2L_LOCAL_RESULTS`` when set, otherwise the repository's ``results/``."""
+    folder = os.environ.get("D2L_LOCAL_RESULTS")
+    return Path(folder) if folder else REPO / "results"
+
+
+def load(name, folder=None):
+    """The record of experiment ``name`` (``results/NAME.json``) as a dict.
+
+    Raises ``FileNotFoundError`` naming the command that produces the file
+    when it does not exist yet.
+    """
+    path = Path(folder or results_folder()) / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist yet. Produce it with `python -m d2l_local experiment {name} --preset cpu` "
+            f"(or `--preset gpu` on a GPU), from the repository's root.")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def runs_of(record, variant):
+    """The runs of ``variant`` in ``record``, one per seed, in recorded order."""
+    runs = [run for run in record["runs"] if run["variant"] == variant]
+    if not runs:
+        raise KeyError(f"{record.get('experiment')} has no runs of variant {variant!r}; "
+                       f"its variants are {record.get('variants')}")
+    return runs
+
+
+def _std(values):
+    """Sample standard deviation (n - 1); 0 for a single value."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def variant_stats(record, variant):
+    """Numbers of one variant over its seeds, as a dict.
+
+    Keys: ``seeds`` (how many), ``acc_mean``, ``acc_std`` (sample standard
+    deviation), ``acc_min``, ``acc_max`` (final test accuracy), ``gap``
+    (mean of final train accuracy minus final test accuracy), ``params``,
+    ``gflops`` (training GFLOPs per image, forward and backward),
+    ``seconds_per_epoch`` (mean over seeds).
+    """
+    runs = runs_of(record, variant)
+    accs = [run["final_test_acc"] for run in runs]
+    return {
+        "seeds": len(runs),
+        "acc_mean": statistics.fmean(accs),
+        "acc_std": _std(accs),
+        "acc_min": min(accs),
+        "acc_max": max(accs),
+        "gap": statistics.fmean(run["final_train_acc"] - run["final_test_acc"] for run in runs),
+        "params": runs[0]["params"],
+        "gflops": runs[0]["training_flops_per_image"] / 1e9,
+        "seconds_per_epoch": statistics.fmean(run["seconds_per_epoch"] for run in runs),
+    }
+
+
+def summary(record):
+    """One row per variant (in recorded order) with its numbers over the seeds.
+
+    Columns: ``seeds``; final test accuracy ``mean``, ``std`` (sample), ``min``
+    and ``max`` over the seeds; ``train-test gap``: final train accuracy minus
+    final test accuracy, averaged over seeds (the train accuracy is the running
+    mean over the last epoch, taken with dropout on, so the gap can be
+    negative); ``params``; ``training GFLOPs/image`` (forward and backward);
+    ``seconds/epoch`` (mean over seeds, on the device the record names).
+    """
+    rows = {}
+    for variant in record["variants"]:
+        s = variant_stats(record, variant)
+        rows[variant] = dict(zip(SUMMARY_COLUMNS, (
+            s["seeds"], s["acc_mean"], s["acc_std"], s["acc_min"], s["acc_max"], s["gap"], s["params"],
+            s["gflops"], s["seconds_per_epoch"])))
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "variant"
+    return table.round({"test acc mean": 4, "test acc std": 4, "test acc min": 4, "test acc max": 4,
+                        "train-test gap": 4, "training GFLOPs/image": 4, "seconds/epoch": 1})
+
+
+def compare(record, base, other):
+    """What ``other`` changes against ``base``, as a dict of plain numbers.
+
+    ``acc_diff``: difference of mean final test accuracy (other minus base);
+    ``spread``: the larger of the two variants' min..max ranges over seeds;
+    ``ranges_overlap``: whether the two min..max ranges overlap (with a few
+    seeds, a difference inside the seed spread is not evidence of a real one);
+    ``params_ratio``, ``flops_ratio``, ``time_ratio``: other / base; ``base``
+    and ``other``: the :func:`variant_stats` of each.
+    """
+    a, b = variant_stats(record, base), variant_stats(record, other)
+    return {
+        "acc_diff": b["acc_mean"] - a["acc_mean"],
+        "spread": max(a["acc_max"] - a["acc_min"], b["acc_max"] - b["acc_min"]),
+        "ranges_overlap": a["acc_min"] <= b["acc_max"] and b["acc_min"] <= a["acc_max"],
+        "params_ratio": b["params"] / a["params"],
+        "flops_ratio": b["gflops"] / a["gflops"],
+        "time_ratio": b["seconds_per_epoch"] / a["seconds_per_epoch"],
+        "base": a,
+        "other": b,
+    }
+
+
+def describe_change(record, base, other):
+    """One sentence, computed from ``record``: what going from ``base`` to ``other`` changes.
+
+    It states the mean final test accuracy of both, the difference in
+    percentage points, whether the difference lies within the seed spread
+    (see :func:`compare`), and the ratios of parameters, training FLOPs per
+    image and time per epoch.
+    """
+    c = compare(record, base, other)
+    a, b = c["base"], c["other"]
+    if c["ranges_overlap"]:
+        spread = "within the seed spread (the min..max ranges over seeds overlap: these seeds do not separate them)"
+    else:
+        spread = "beyond the seed spread (the min..max ranges over seeds do not overlap)"
+    return (f"{base} -> {other}: mean test accuracy {a['acc_mean']:.4f} -> {b['acc_mean']:.4f} "
+            f"({100 * c['acc_diff']:+.2f} points, {b['seeds']} seeds), {spread}; "
+            f"parameters {a['params']:,} -> {b['params']:,} (x{c['params_ratio']:.2f}), "
+            f"training FLOPs per image x{c['flops_ratio']:.2f}, time per epoch x{c['time_ratio']:.2f}.")
+
+
+def _ascii(text):
+    text = str(text)
+    if not text.isascii():
+        raise ValueError(f"figure text must be ASCII (Colab has no CJK fonts): {text!r}")
+    return text
+
+
+def plot_curves(record, key="test_acc", ax=None):
+    """Per-epoch ``key`` of every variant: the mean over seeds and a min..max band.
+
+    ``key`` is a field of the per-epoch history (``test_acc``, ``train_acc``,
+    ``train_loss``, ``img_per_s``). Returns the matplotlib figure.
+    """
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    else:
+        fig = ax.figure
+    for variant in record["variants"]:
+        runs = runs_of(record, variant)
+        epochs = [entry["epoch"] for entry in runs[0]["history"]]
+        plot_mean_spread(ax, epochs, [[entry[key] for entry in run["history"]] for run in runs], _ascii(variant))
+    seeds = len(runs_of(record, record["variants"][0]))
+    ax.set(xlabel="epoch", ylabel=_ascii(key.replace("_", " ")),
+           title=_ascii(f"{record['experiment']} ({record['preset']} preset): mean, min..max over {seeds} seeds"))
+    ax.set_xticks(epochs)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def describe_provenance(record):
+    """One line: preset, device, commit, date (and whether the tree was dirty)."""
+    prov = record.get("provenance", {})
+    commit = (prov.get("commit") or "unknown")[:10] + (" (uncommitted changes)" if prov.get("dirty") else "")
+    run_commits = {(run.get("provenance") or {}).get("commit") for run in record.get("runs", [])} - {None}
+    runs_note = f" (its runs from {len(run_commits)} commits)" if len(run_commits) > 1 else ""
+    precisions = sorted({run["precision"] for run in record.get("runs", []) if run.get("precision")})
+    precision = f", precision {'/'.join(precisions)}" if precisions else ""
+    return (f"Source: results/{record.get('experiment')}.json, preset '{record.get('preset')}', "
+            f"device {prov.get('device', 'unknown')}{precision}, commit {commit}{runs_note}, "
+            f"date {prov.get('date', 'unknown')}")
+
+
+def stability_summary(record):
+    """Per initialisation: runs, runs stuck at chance (of n), runs with NaN/inf, last-window accuracy.
+
+    A run is stuck when its training accuracy over the last window of steps
+    stays below ``config["stuck_below"]`` (chance is 0.1 with 10 classes).
+    """
+    rows = {}
+    for init in dict.fromkeys(run["init"] for run in record["runs"]):
+        runs = [run for run in record["runs"] if run["init"] == init]
+        accs = [run["final_window_acc"] for run in runs]
+        stuck = sum(bool(run["stuck"]) for run in runs)
+        rows[init] = {"runs": len(runs), "stuck": stuck, "stuck (of n)": f"{stuck} of {len(runs)}",
+                      "non-finite": sum(bool(run["nonfinite"]) for run in runs),
+                      "last-window acc mean": round(statistics.fmean(accs), 4),
+                      "last-window acc min": round(min(accs), 4), "last-window acc max": round(max(accs), 4)}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "init"
+    return table
+
+
+def plot_stability(record, key="loss_curve"):
+    """One line per run (colour: initialisation) over the first steps; returns the figure.
+
+    ``key`` is ``"loss_curve"`` or ``"acc_curve"``; each point is the mean over
+    a window of ``config["window"]`` steps, drawn at the window's last step.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    colors = dict(zip(dict.fromkeys(run["init"] for run in record["runs"]), plt.rcParams["axes.prop_cycle"]))
+    labelled = set()
+    for run in record["runs"]:
+        values = run[key]
+        steps = [(i + 1) * run["window"] for i in range(len(values))]
+        label = None if run["init"] in labelled else _ascii(f"init={run['init']}")
+        labelled.add(run["init"])
+        ax.plot(steps, values, color=colors[run["init"]]["color"], alpha=0.8, marker=".", label=label)
+    config = record["config"]
+    name = "train loss" if key == "loss_curve" else "train acc"
+    ax.set(xlabel="step", ylabel=f"{name} (mean over {config['window']} steps)",
+           title=_ascii(f"First {config['steps']} steps, lr {config['lr']}, batch {config['batch_size']}, "
+                        f"{config['image_size']}x{config['image_size']} ({record['preset']} preset)"))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+__all__ = ["results_folder", "load", "runs_of", "variant_stats", "summary", "compare", "describe_change", "plot_curves",
+           "describe_provenance", "stability_summary", "plot_stability"]

@@ -197,7 +197,7 @@ def init_weights(net, scheme="d2l_local"):
         else:
             nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
             nn.init.zeros_(module.bias)
-    if scheme == "d2l_local":
+    if scheme == "d2l_local" and layers:
         nn.init.zeros_(layers[-1].weight)
         nn.init.ones_(layers[-1].bias)
     return net

@@ -200,17 +200,21 @@ def describe_provenance(record):
 
 
 def stability_summary(record):
-    """Per initialisation: runs, runs stuck at chance (of n), runs with NaN/inf, last-window accuracy.
+    """Per initialisation: runs, stuck and dead runs, runs with NaN/inf, last-window accuracy.
 
     A run is stuck when its training accuracy over the last window of steps
-    stays below ``config["stuck_below"]`` (chance is 0.1 with 10 classes).
+    stays below ``config["stuck_below"]`` (chance is 0.1 with 10 classes). It
+    is dead when every class score over that window is exactly zero: every
+    class map is closed by its ReLU, no gradient flows, and it never learns.
     """
     rows = {}
     for init in dict.fromkeys(run["init"] for run in record["runs"]):
         runs = [run for run in record["runs"] if run["init"] == init]
         accs = [run["final_window_acc"] for run in runs]
         stuck = sum(bool(run["stuck"]) for run in runs)
+        dead = sum(bool(run.get("dead")) for run in runs)
         rows[init] = {"runs": len(runs), "stuck": stuck, "stuck (of n)": f"{stuck} of {len(runs)}",
+                      "dead (of n)": f"{dead} of {len(runs)}",
                       "non-finite": sum(bool(run["nonfinite"]) for run in runs),
                       "last-window acc mean": round(statistics.fmean(accs), 4),
                       "last-window acc min": round(min(accs), 4), "last-window acc max": round(max(accs), 4)}

@@ -1,6 +1,7 @@
 """Models: shapes and sizes against the seeds, the block options, and the cost summary."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from d2l_local import (
     nin_block,
     training_flops_per_image,
 )
+from d2l_local.models import DEFAULT_SIZE
 
 # What seed 002 prints for a (1, 1, 224, 224) input, layer by layer.
 SEED_002_SHAPES = [
@@ -299,6 +301,24 @@ def test_init_weights_schemes():
     init_weights(net, "xavier")
     bound = (6 / (121 + 96 * 121)) ** 0.5
     assert conv.weight.abs().max().item() <= bound
+    with pytest.raises(ValueError, match="init must be one of"):
+        init_weights(net, "he")
+
+
+@pytest.mark.parametrize("model", ["nin", "paper"])
+@pytest.mark.parametrize("head", ["gap", "fc"])
+def test_d2l_local_init_starts_every_class_alive_and_equal(model, head):
+    """Last layer: zero weights, bias 1, so every score is 1 and the loss exactly ln 10; the rest He-normal."""
+    torch.manual_seed(0)
+    net = init_weights(build_model(model, head=head), "d2l_local").eval()
+    layers = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert torch.count_nonzero(layers[-1].weight) == 0 and torch.all(layers[-1].bias == 1)
+    assert all(torch.count_nonzero(m.bias) == 0 for m in layers[:-1])
+    size = DEFAULT_SIZE[model]
+    scores = net(torch.randn(4, 1, size, size))
+    assert torch.all(scores == 1)
+    loss = nn.functional.cross_entropy(scores, torch.arange(4))
+    assert loss.item() == pytest.approx(math.log(10), abs=1e-6)
 
 
 # ---------------------------------------------------------------- layer_summary

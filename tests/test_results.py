@@ -1,0 +1,133 @@
+"""d2l_local.results on small synthetic records (no training, no data)."""
+
+import json
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+
+from d2l_local import results  # noqa: E402
+
+PROVENANCE = {"commit": "0123456789abcdef", "dirty": False, "device": "CPU: test", "torch": "2.x",
+              "d2l_local": "0.1.0", "python": "3.x", "date": "2026-01-01T00:00:00+00:00", "command": "test"}
+
+
+def make_run(variant, seed, accs, train_acc, params, flops, seconds):
+    history = [dict(epoch=i + 1, train_loss=1.0 / (i + 1), train_acc=train_acc, test_acc=acc, img_per_s=100.0,
+                    seconds=seconds) for i, acc in enumerate(accs)]
+    return {"variant": variant, "model": "paper", "image_size": 28, "options": {}, "config": {}, "num_1x1": 2,
+            "seed": seed, "params": params, "training_flops_per_image": flops, "history": history,
+            "final_test_acc": accs[-1], "final_train_acc": train_acc, "seconds_per_epoch": seconds,
+            "wall_seconds": seconds * len(accs), "precision": "bf16", "provenance": PROVENANCE}
+
+
+@pytest.fixture
+def record():
+    runs = [make_run("a", 0, [0.5, 0.80], 0.85, 1000, 2e9, 10.0),
+            make_run("a", 1, [0.6, 0.82], 0.86, 1000, 2e9, 12.0),
+            make_run("b", 0, [0.4, 0.70], 0.70, 500, 1e9, 5.0),
+            make_run("b", 1, [0.5, 0.74], 0.72, 500, 1e9, 7.0)]
+    return {"experiment": "demo", "description": "demo", "preset": "cpu", "provenance": PROVENANCE,
+            "config": {"epochs": 2}, "seeds": [0, 1], "variants": ["a", "b"], "runs": runs}
+
+
+@pytest.fixture
+def stability():
+    def run(init, seed, stuck):
+        acc = 0.1 if stuck else 0.6
+        return {"init": init, "seed": seed, "steps": 40, "window": 20, "loss_curve": [2.3, 2.303 if stuck else 1.2],
+                "acc_curve": [0.1, acc], "final_window_acc": acc, "stuck": stuck, "nonfinite": False,
+                "seconds": 1.0, "precision": "bf16"}
+
+    return {"experiment": "stability", "preset": "cpu", "provenance": PROVENANCE,
+            "config": {"lr": 0.1, "batch_size": 128, "image_size": 224, "params": 1, "stuck_below": 0.2,
+                       "steps": 40, "seeds": [0, 1], "window": 20},
+            "runs": [run("xavier", 0, True), run("xavier", 1, False), run("kaiming", 0, False),
+                     run("kaiming", 1, False)]}
+
+
+def test_load_reads_the_folder_and_names_the_command(tmp_path, record, monkeypatch):
+    (tmp_path / "demo.json").write_text(json.dumps(record))
+    assert results.load("demo", folder=tmp_path) == record
+    monkeypatch.setenv("D2L_LOCAL_RESULTS", str(tmp_path))
+    assert results.load("demo")["variants"] == ["a", "b"]
+    with pytest.raises(FileNotFoundError, match="python -m d2l_local experiment missing --preset cpu"):
+        results.load("missing")
+
+
+def test_summary_rows_follow_the_variants(record):
+    table = results.summary(record)
+    assert list(table.index) == ["a", "b"]
+    assert list(table.columns) == list(results.SUMMARY_COLUMNS)
+    a = table.loc["a"]
+    assert a["seeds"] == 2
+    assert a["test acc mean"] == pytest.approx(0.81)
+    assert a["test acc std"] == pytest.approx(0.0141, abs=1e-4)
+    assert (a["test acc min"], a["test acc max"]) == (0.80, 0.82)
+    assert a["train-test gap"] == pytest.approx(0.045)
+    assert a["params"] == 1000
+    assert a["training GFLOPs/image"] == pytest.approx(2.0)
+    assert a["seconds/epoch"] == pytest.approx(11.0)
+    assert table.loc["b", "train-test gap"] == pytest.approx(-0.01)
+
+
+def test_compare_reports_differences_ratios_and_overlap(record):
+    c = results.compare(record, "a", "b")
+    assert c["acc_diff"] == pytest.approx(0.72 - 0.81)
+    assert c["spread"] == pytest.approx(0.04)
+    assert c["ranges_overlap"] is False
+    assert c["params_ratio"] == pytest.approx(0.5)
+    assert c["flops_ratio"] == pytest.approx(0.5)
+    assert c["time_ratio"] == pytest.approx(6.0 / 11.0)
+    assert results.compare(record, "a", "a")["ranges_overlap"] is True
+    with pytest.raises(KeyError, match="variants are"):
+        results.compare(record, "a", "zzz")
+
+
+def test_describe_change_is_one_sentence_from_the_record(record):
+    text = results.describe_change(record, "a", "b")
+    assert text.startswith("a -> b: mean test accuracy 0.8100 -> 0.7200 (-9.00 points, 2 seeds)")
+    assert "beyond the seed spread" in text and "1,000 -> 500 (x0.50)" in text
+    assert "within the seed spread" in results.describe_change(record, "a", "a")
+
+
+def test_plot_curves_draws_one_line_and_band_per_variant(record):
+    fig = results.plot_curves(record)
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == ["a", "b"]
+    assert list(ax.get_lines()[0].get_ydata()) == pytest.approx([0.55, 0.81])
+    assert len(ax.collections) == 2  # the min..max bands
+    assert all(t.get_text().isascii() for t in fig.findobj(matplotlib.text.Text))
+    matplotlib.pyplot.close(fig)
+
+
+def test_figures_refuse_non_ascii_labels(record):
+    record["variants"] = ["a", "宽"]
+    record["runs"][2]["variant"] = record["runs"][3]["variant"] = "宽"
+    with pytest.raises(ValueError, match="ASCII"):
+        results.plot_curves(record)
+    matplotlib.pyplot.close("all")
+
+
+def test_describe_provenance_is_one_line(record):
+    line = results.describe_provenance(record)
+    assert "\n" not in line
+    for part in ("results/demo.json", "'cpu'", "CPU: test", "0123456789", "2026-01-01", "bf16"):
+        assert part in line
+    record["provenance"] = {**PROVENANCE, "dirty": True}
+    assert "uncommitted" in results.describe_provenance(record)
+
+
+def test_stability_summary_counts_stuck_runs(stability):
+    table = results.stability_summary(stability)
+    assert list(table.index) == ["xavier", "kaiming"]
+    assert table.loc["xavier", "stuck"] == 1
+    assert table.loc["xavier", "stuck (of n)"] == "1 of 2"
+    assert table.loc["kaiming", "stuck"] == 0
+    assert table.loc["kaiming", "last-window acc min"] == pytest.approx(0.6)
+    fig = results.plot_stability(stability)
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert labels.count("init=xavier") == 1 and len(labels) == 4
+    assert list(fig.axes[0].get_lines()[0].get_xdata()) == [20, 40]
+    matplotlib.pyplot.close(fig)

@@ -62,6 +62,7 @@ def main(argv=None):
     from .data import DataError
     from .experiments import EXPERIMENTS, PRESETS
     from .models import MODELS
+    from .train import TrainingDiverged
 
     parser = argparse.ArgumentParser(prog="python -m d2l_local", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,7 +103,7 @@ def main(argv=None):
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("experiment", help="run a recorded experiment and write results/NAME.json")
-    p.add_argument("name", choices=[*EXPERIMENTS, "all"])
+    p.add_argument("name", choices=[*EXPERIMENTS, "stability", "all"])
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--seeds", type=int, nargs="+", help="override the preset's seeds")
     p.add_argument("--only", help="run one variant only (its label, e.g. num_1x1=2)")
@@ -114,7 +115,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (DataError, ValueError) as err:
+    except (DataError, ValueError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

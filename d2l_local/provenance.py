@@ -38,6 +38,7 @@ def _cpu_model():
 def provenance(device):
     """A dict that says which code, machine and software produced a result."""
     from . import __version__
+    from .train import quick_mode
 
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
@@ -49,4 +50,5 @@ def provenance(device):
         "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "quick": quick_mode(),
     }

@@ -20,13 +20,14 @@ from .data import load_data_fashion_mnist
 from .experiments import results_dir
 from .models import NiN, count_parameters, init_weights
 from .provenance import provenance
-from .train import _epoch_seed, pick_precision, train_step, write_json_atomic
+from .train import _epoch_seed, pick_precision, quick_mode, train_step, write_json_atomic
 
 INITS = ("xavier", "default", "d2l_local")
 STABILITY_PRESETS = {
     "cpu": dict(steps=150, seeds=(0, 1, 2), window=25),
     "gpu": dict(steps=1000, seeds=tuple(range(10)), window=50),
 }
+QUICK = dict(steps=4, window=2)  # D2L_LOCAL_QUICK=1: a smoke test
 LR, BATCH, SIZE = 0.1, 128, 224
 STUCK_BELOW = 0.2  # train accuracy over the last window; chance is 0.1
 
@@ -67,7 +68,7 @@ def first_steps(init, seed, steps, window, loaders, device):
 
 
 def run_stability(preset="cpu", seeds=None, device="cpu"):
-    config = STABILITY_PRESETS[preset]
+    config = STABILITY_PRESETS[preset] | (QUICK if quick_mode() else {})
     seeds = tuple(seeds or config["seeds"])
     device = torch.device(device)
     loaders = load_data_fashion_mnist(BATCH, resize=SIZE, device=device)

@@ -41,6 +41,26 @@ def test_train_quick_mode_writes_json_history(subprocess_env, tmp_path):
     assert final == history["epochs"][-1]
 
 
+def test_stability_experiment_quick_mode_writes_its_record(subprocess_env, tmp_path):
+    subprocess_env.update(D2L_LOCAL_QUICK="1", D2L_LOCAL_RESULTS=str(tmp_path / "results"))
+    result = run_module(["experiment", "stability", "--seeds", "0", "--device", "cpu"], subprocess_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "results" / "stability.json").read_text())
+    assert [run["init"] for run in record["runs"]] == ["xavier", "default", "d2l_local"]
+    assert record["config"]["steps"] == 4 and record["provenance"]["quick"] is True
+    for run in record["runs"]:
+        assert len(run["loss_curve"]) == len(run["zero_score_curve"]) == 2
+        assert run["dead"] == (run["zero_score_curve"][-1] == 1.0)
+
+
+def test_diverging_run_exits_with_advice_not_a_traceback(subprocess_env, tmp_path):
+    subprocess_env["D2L_LOCAL_QUICK"] = "1"
+    result = run_module(["train", "--model", "paper", "--lr", "1e6", "--device", "cpu", "--quiet"],
+                        subprocess_env, tmp_path)
+    assert result.returncode == 2
+    assert "smaller" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_bad_batch_size_exits_with_a_clear_message(subprocess_env, tmp_path):
     result = run_module(["train", "--model", "paper", "--batch-size", "0", "--device", "cpu"],
                         subprocess_env, tmp_path)

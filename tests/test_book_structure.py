@@ -223,4 +223,5 @@ def test_committed_notebook_carries_a_full_execution(path):
     assert counts == sorted(counts) and len(set(counts)) == len(counts), f"{path}: cells not run top to bottom"
     errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors, f"{path}: stored outputs contain an error: {errors[0].get('ename')}"
+    assert "PLACEHOLDER" not in "".join(c.source for c in nb.cells), f"{path}: unfinished text"
     assert "QUICK MODE" not in "".join(_outputs_text(c) for c in code), f"{path}: quick-mode outputs are stored"

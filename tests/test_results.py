@@ -38,6 +38,7 @@ def stability():
         acc = 0.1 if stuck else 0.6
         return {"init": init, "seed": seed, "steps": 40, "window": 20, "loss_curve": [2.3, 2.303 if stuck else 1.2],
                 "acc_curve": [0.1, acc], "final_window_acc": acc, "stuck": stuck, "nonfinite": False,
+                "dead": stuck and seed == 0, "zero_score_curve": [0.5, 1.0 if stuck and seed == 0 else 0.2],
                 "seconds": 1.0, "precision": "bf16"}
 
     return {"experiment": "stability", "preset": "cpu", "provenance": PROVENANCE,
@@ -125,6 +126,7 @@ def test_stability_summary_counts_stuck_runs(stability):
     assert table.loc["xavier", "stuck"] == 1
     assert table.loc["xavier", "stuck (of n)"] == "1 of 2"
     assert table.loc["kaiming", "stuck"] == 0
+    assert table.loc["xavier", "dead (of n)"] == "1 of 2" and table.loc["kaiming", "dead (of n)"] == "0 of 2"
     assert table.loc["kaiming", "last-window acc min"] == pytest.approx(0.6)
     fig = results.plot_stability(stability)
     labels = [line.get_label() for line in fig.axes[0].get_lines()]

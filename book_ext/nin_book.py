@@ -7,6 +7,11 @@ It does three things:
   such references are resolved to where autodoc documented it (``d2l_local.train.try_gpu``).
 * **Offline assets.** ``book_ext/static`` joins ``html_static_path``: it holds the vendored MathJax 3
   (``_config.yml`` points ``mathjax_path`` at ``mathjax/tex-chtml-full.js``) and the book's CSS.
+* **Chinese glyphs.** ``static/fonts/`` holds a subset of Noto Sans CJK SC (made by
+  ``scripts/subset_cjk_font.py``) and its CSS, linked from every page (English pages show Chinese in
+  the sidebar too). Its ``unicode-range`` is the CJK blocks; it heads the theme's font stacks and
+  MathJax's family for the characters MathJax has no glyph for (Chinese in ``\\text{...}``), so that
+  Chinese never depends on the reader's fonts.
 * **Two languages in one book.** Sphinx builds a book in one ``language``; this book is English with a
   Chinese half. Every page under ``chapters/zh/`` gets ``<html lang="zh-CN">`` and is written with
   Chinese interface strings: while such a page is written, the ``sphinx`` and ``booktheme`` message
@@ -43,6 +48,10 @@ HTML_LANG = {"en": "en", "zh": "zh-CN"}
 LANGUAGE_NAME = {"en": "English", "zh": "中文"}
 #: the tooltip of that link, in the language of the page that shows it
 SWITCH_TITLE = {"en": "Read this chapter in Chinese", "zh": "阅读本章的英文版"}
+
+#: the CJK web font: its style sheet under static/ and its CSS family (scripts/subset_cjk_font.py writes both)
+CJK_FONT_CSS = "fonts/noto-sans-sc-subset.css"
+CJK_FONT_FAMILY = "NiN Noto Sans SC"
 
 #: MyST-NB's hide-cell prompts (its defaults) in Chinese
 NB_PROMPTS_ZH = {
@@ -215,6 +224,16 @@ def _add_static_path(app: Sphinx, config) -> None:
         config.html_static_path.append(str(STATIC_DIR))
 
 
+def _mathjax_cjk_fallback(app: Sphinx, config) -> None:
+    """MathJax draws the characters its fonts lack (Chinese in ``\\text{...}``) in ``unknownFamily``:
+    the book's CJK font goes before MathJax's default (serif), its unicode-range leaves the rest to serif."""
+    mathjax = dict(config.mathjax3_config or {})
+    chtml = dict(mathjax.get("chtml") or {})
+    chtml.setdefault("unknownFamily", f'"{CJK_FONT_FAMILY}", serif')
+    mathjax["chtml"] = chtml
+    config.mathjax3_config = mathjax
+
+
 def _on_doctree_resolved(app: Sphinx, doctree, docname: str) -> None:
     # The HTML writer turns this doctree into the page body right after this event: switch the
     # catalogs now so that its strings ("Link to this heading", admonition titles) match the page.
@@ -285,6 +304,7 @@ def setup(app: Sphinx) -> dict:
     if str(app.srcdir) not in sys.path:
         sys.path.insert(0, str(app.srcdir))
     app.connect("config-inited", _add_static_path)
+    app.connect("config-inited", _mathjax_cjk_fallback)
     app.connect("doctree-resolved", _on_doctree_resolved, priority=100)
     # Before the themes' own handlers (priority 500), which read the catalogs.
     app.connect("html-page-context", _on_page_context, priority=100)
@@ -294,4 +314,5 @@ def setup(app: Sphinx) -> dict:
     app.connect("missing-reference", _resolve_reexport)
     app.add_post_transform(TranslateNotebookPrompts)
     app.add_css_file("nin-book.css")
+    app.add_css_file(CJK_FONT_CSS)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": False}

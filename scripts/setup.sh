@@ -2,7 +2,7 @@
 # One-shot set-up: Debian packages (when root), then .venv with requirements.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DEBIAN_PACKAGES="dataset-fashion-mnist chromium chromium-driver"
+DEBIAN_PACKAGES="dataset-fashion-mnist chromium chromium-driver fonts-noto-cjk"
 
 missing=""
 for pkg in $DEBIAN_PACKAGES; do

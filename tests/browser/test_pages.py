@@ -3,9 +3,11 @@
 For the index, the API page and every chapter page in both languages: the math is typeset by the
 book's own MathJax and its fonts load, every image loads, the console has no error, ``<html lang>`` is
 right (``zh-CN`` on Chinese pages, whose interface labels are Chinese), the link to the other language
-leads to the twin page, and no request leaves the loopback address. Screenshots go to
-``_build/screenshots/``. Needs ``_build/html`` (``make book``), /usr/bin/chromium and
-/usr/bin/chromedriver (Debian's ``chromium`` and ``chromium-driver``).
+leads to the twin page, and no request leaves the loopback address. Chromium runs as on a machine without
+any CJK font (fontconfig hides the installed ones): the Chinese must come from the book's own subset
+web font (book_ext/static/fonts/), which must load, draw the Chinese text, and leave no character as a
+missing-glyph box. Screenshots go to ``_build/screenshots/``. Needs ``_build/html`` (``make book``),
+/usr/bin/chromium and /usr/bin/chromedriver (Debian's ``chromium`` and ``chromium-driver``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import functools
 import http.server
 import importlib.util
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -40,6 +43,21 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 HTML_LANG = {"en": "en", "zh": "zh-CN"}
+CJK_FONT_FAMILY = "NiN Noto Sans SC"  # book_ext/nin_book.py CJK_FONT_FAMILY
+# fontconfig as on a reader's machine without CJK fonts: every installed font that covers Chinese,
+# Japanese or Korean is hidden from Chromium, so the test sees what such a reader sees.
+FONTCONFIG_WITHOUT_CJK = """<?xml version="1.0"?>
+<!DOCTYPE fontconfig SYSTEM "urn:fontconfig:fonts.dtd">
+<fontconfig>
+  <include ignore_missing="yes">/etc/fonts/fonts.conf</include>
+  <selectfont><rejectfont>
+    <pattern><patelt name="lang"><string>zh-cn</string></patelt></pattern>
+    <pattern><patelt name="lang"><string>zh-tw</string></patelt></pattern>
+    <pattern><patelt name="lang"><string>ja</string></patelt></pattern>
+    <pattern><patelt name="lang"><string>ko</string></patelt></pattern>
+  </rejectfont></selectfont>
+</fontconfig>
+"""
 NETWORK_SCHEMES = ("http:", "https:", "ws:", "wss:", "ftp:", "//")  # data:, blob:, chrome:// stay inside
 
 
@@ -87,6 +105,8 @@ def driver():
         if not Path(path).exists():
             pytest.fail(f"{path} is missing: apt-get install chromium chromium-driver (scripts/setup.sh does)")
     profile = tempfile.mkdtemp(prefix="nin-book-chromium-")
+    fontconfig = Path(profile) / "fonts.conf"
+    fontconfig.write_text(FONTCONFIG_WITHOUT_CJK, encoding="utf-8")
     options = Options()
     options.binary_location = CHROMIUM
     for arg in (
@@ -99,7 +119,8 @@ def driver():
     ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    chrome = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    service = Service(CHROMEDRIVER, env={**os.environ, "FONTCONFIG_FILE": str(fontconfig)})
+    chrome = webdriver.Chrome(service=service, options=options)
     chrome.set_page_load_timeout(60)
     chrome.set_script_timeout(60)
     try:
@@ -158,6 +179,84 @@ document.fonts.ready.then(() => done([...document.fonts].filter(f => f.status ==
 """
 
 
+CJK_FONT_SCRIPT = """
+const [family, selector] = arguments;
+const done = arguments[arguments.length - 1];
+const ideograph = /[\\u4e00-\\u9fff]/;
+const frame = () => new Promise(resolve => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+(async () => {
+  await document.fonts.ready;
+  const faces = [...document.fonts].filter(f => f.family.replace(/["']/g, '') === family);
+  await Promise.all(faces.filter(f => f.status === 'loading').map(f => f.loaded.catch(() => null)));
+  await frame();
+  // the element to look at: the first visible one of `selector` with Chinese in it; marked for DevTools
+  const probe = [...document.querySelectorAll(selector)]
+    .find(e => ideograph.test(e.textContent) && e.getClientRects().length);
+  let sample = null;
+  if (probe) {
+    probe.setAttribute('data-nin-cjk-probe', '');
+    sample = [...probe.textContent].filter(c => ideograph.test(c)).join('');
+  }
+  // every visible ideograph must be drawn full-width (1 em): a missing-glyph box is narrower
+  const boxes = [];
+  let drawn = 0;
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const node = walker.currentNode, element = node.parentElement;
+    if (!element || !ideograph.test(node.data) || element.closest('mjx-assistive-mml, .visually-hidden, .sr-only')
+        || !element.getClientRects().length) continue;
+    const style = getComputedStyle(element);
+    if (style.visibility !== 'visible') continue;
+    const size = parseFloat(style.fontSize);
+    for (let i = 0; i < node.data.length; i++) {
+      if (!ideograph.test(node.data[i])) continue;
+      const range = document.createRange();
+      range.setStart(node, i);
+      range.setEnd(node, i + 1);
+      const width = range.getBoundingClientRect().width;
+      if (!width) continue;
+      drawn++;
+      if (width < 0.9 * size) boxes.push(`${node.data[i]} in <${element.localName} class="${element.className}">`);
+    }
+  }
+  done({faces: faces.map(f => f.status), sample, drawn, boxes,
+        check: sample ? document.fonts.check(`16px "${family}"`, sample) : null});
+})().catch(e => done({error: String(e)}));
+"""
+
+
+def _check_cjk_font(driver, docname: str, lang: str) -> None:
+    """The book's CJK subset is loaded and draws the Chinese; no Chinese character is a box."""
+    # the Chinese to look at: the chapter's title on Chinese pages, the sidebar's 中文 part elsewhere
+    selector = "article h1" if lang == "zh" else ".bd-sidebar-primary .caption-text"
+    result = driver.execute_async_script(CJK_FONT_SCRIPT, CJK_FONT_FAMILY, selector)
+    assert "error" not in result, f"{docname}: {result['error']}"
+    assert result["faces"] == ["loaded"], (
+        f"{docname}: the web font {CJK_FONT_FAMILY!r} is {result['faces'] or 'not declared'} "
+        "(expected one face, loaded): is book_ext/static/fonts/noto-sans-sc-subset.css linked?"
+    )
+    assert result["sample"], f"{docname}: no Chinese text in {selector}"
+    assert result["check"] is True, (
+        f"{docname}: document.fonts.check says {CJK_FONT_FAMILY!r} cannot draw {result['sample']}"
+    )
+    assert result["drawn"] > 0
+    assert not result["boxes"], f"{docname}: Chinese drawn as missing-glyph boxes: {result['boxes'][:20]}"
+    # Which fonts Chromium really drew the probe's text with (DevTools protocol).
+    driver.execute_cdp_cmd("DOM.enable", {})
+    driver.execute_cdp_cmd("CSS.enable", {})
+    try:
+        root = driver.execute_cdp_cmd("DOM.getDocument", {"depth": 0})["root"]["nodeId"]
+        node = driver.execute_cdp_cmd("DOM.querySelector", {"nodeId": root, "selector": "[data-nin-cjk-probe]"})
+        fonts = driver.execute_cdp_cmd("CSS.getPlatformFontsForNode", {"nodeId": node["nodeId"]})["fonts"]
+    finally:
+        driver.execute_cdp_cmd("CSS.disable", {})
+        driver.execute_cdp_cmd("DOM.disable", {})
+    web = [f for f in fonts if f.get("isCustomFont") and f.get("postScriptName", "").startswith("NotoSansCJKsc")]
+    assert web and web[0]["glyphCount"] >= len(result["sample"]), (
+        f"{docname}: {result['sample']!r} was not drawn with the web font: {fonts}"
+    )
+
+
 def _requests(driver) -> list[str]:
     """Every URL the page asked for, from Chrome's DevTools network log."""
     urls = []
@@ -194,6 +293,7 @@ def test_page(driver, base_url, docname):
     assert not images["broken"], f"{docname}: images that did not load: {images['broken']}"
     failed_fonts = driver.execute_async_script(FONTS_SCRIPT)
     assert not failed_fonts, f"{docname}: fonts that did not load: {failed_fonts}"
+    _check_cjk_font(driver, docname, lang)
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(SCREENSHOTS / f"{docname.replace('/', '_')}.png"))

@@ -120,11 +120,19 @@ def compare(record, base, other):
     ``ranges_overlap``: whether the two min..max ranges overlap (with a few
     seeds, a difference inside the seed spread is not evidence of a real one);
     ``params_ratio``, ``flops_ratio``, ``time_ratio``: other / base; ``base``
-    and ``other``: the :func:`variant_stats` of each.
+    and ``other``: the :func:`variant_stats` of each. ``paired``: the seeds
+    both variants ran from, and ``wins``: on how many of them ``other`` ended
+    with the higher test accuracy (runs from one seed share their data order,
+    so this pairs like with like).
     """
     a, b = variant_stats(record, base), variant_stats(record, other)
+    base_by_seed = {run["seed"]: run["final_test_acc"] for run in runs_of(record, base)}
+    other_by_seed = {run["seed"]: run["final_test_acc"] for run in runs_of(record, other)}
+    paired = sorted(base_by_seed.keys() & other_by_seed.keys())
     return {
         "acc_diff": b["acc_mean"] - a["acc_mean"],
+        "paired": len(paired),
+        "wins": sum(other_by_seed[seed] > base_by_seed[seed] for seed in paired),
         "spread": max(a["acc_max"] - a["acc_min"], b["acc_max"] - b["acc_min"]),
         "ranges_overlap": a["acc_min"] <= b["acc_max"] and b["acc_min"] <= a["acc_max"],
         "params_ratio": b["params"] / a["params"],
@@ -151,6 +159,7 @@ def describe_change(record, base, other):
         spread = "beyond the seed spread (the min..max ranges over seeds do not overlap)"
     return (f"{base} -> {other}: mean test accuracy {a['acc_mean']:.4f} -> {b['acc_mean']:.4f} "
             f"({100 * c['acc_diff']:+.2f} points, {b['seeds']} seeds), {spread}; "
+            f"{other} is higher from {c['wins']} of the {c['paired']} seeds both ran from; "
             f"parameters {a['params']:,} -> {b['params']:,} (x{c['params_ratio']:.2f}), "
             f"training FLOPs per image x{c['flops_ratio']:.2f}, time per epoch x{c['time_ratio']:.2f}.")
 

@@ -81,6 +81,8 @@ def test_compare_reports_differences_ratios_and_overlap(record):
     assert c["params_ratio"] == pytest.approx(0.5)
     assert c["flops_ratio"] == pytest.approx(0.5)
     assert c["time_ratio"] == pytest.approx(6.0 / 11.0)
+    assert (c["paired"], c["wins"]) == (2, 0)
+    assert results.compare(record, "b", "a")["wins"] == 2
     assert results.compare(record, "a", "a")["ranges_overlap"] is True
     with pytest.raises(KeyError, match="variants are"):
         results.compare(record, "a", "zzz")
@@ -90,6 +92,7 @@ def test_describe_change_is_one_sentence_from_the_record(record):
     text = results.describe_change(record, "a", "b")
     assert text.startswith("a -> b: mean test accuracy 0.8100 -> 0.7200 (-9.00 points, 2 seeds)")
     assert "beyond the seed spread" in text and "1,000 -> 500 (x0.50)" in text
+    assert "b is higher from 0 of the 2 seeds both ran from" in text
     assert "within the seed spread" in results.describe_change(record, "a", "a")
 
 

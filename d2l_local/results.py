@@ -209,12 +209,14 @@ def describe_provenance(record):
 
 
 def stability_summary(record):
-    """Per initialisation: runs, stuck and dead runs, runs with NaN/inf, last-window accuracy.
+    """Per initialisation: runs, stuck and dead runs, runs with NaN/inf, last-window accuracy and zero scores.
 
     A run is stuck when its training accuracy over the last window of steps
     stays below ``config["stuck_below"]`` (chance is 0.1 with 10 classes). It
     is dead when every class score over that window is exactly zero: every
     class map is closed by its ReLU, no gradient flows, and it never learns.
+    ``last-window zero scores``: the fraction of class scores that are exactly
+    zero over the last window (a closed class map), averaged over the runs.
     """
     rows = {}
     for init in dict.fromkeys(run["init"] for run in record["runs"]):
@@ -226,6 +228,8 @@ def stability_summary(record):
                       "dead (of n)": f"{dead} of {len(runs)}",
                       "non-finite": sum(bool(run["nonfinite"]) for run in runs),
                       "last-window acc mean": round(statistics.fmean(accs), 4),
+                      "last-window zero scores": round(statistics.fmean(
+                          run["zero_score_curve"][-1] for run in runs), 4) if "zero_score_curve" in runs[0] else None,
                       "last-window acc min": round(min(accs), 4), "last-window acc max": round(max(accs), 4)}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "init"

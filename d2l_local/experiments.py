@@ -65,7 +65,7 @@ EXPERIMENTS = {
         ("head=gap", {}, {}), ("head=fc", {"head": "fc"}, {})]),
     "squeeze": ("Last block: gradual squeeze to 10 channels against one step", [
         ("gradual", {}, {}), ("one_step", {"last_block": (10, 10, 10)}, {})]),
-    "tuned": ("The seeds' recipe against a tuned one, same epoch budget", [
+    "tuned": ("The preset's recipe against a tuned one, same epoch budget", [
         ("preset", {}, {}),
         ("tuned", {}, {"momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine", "label_smoothing": 0.1,
                        "lr": 0.02})]),

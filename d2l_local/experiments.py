@@ -28,7 +28,7 @@ import torch
 
 from .data import load_data_fashion_mnist
 from .models import DEFAULT_SIZE, MODELS, build_model, count_parameters
-from .provenance import REPO, provenance
+from .provenance import REPO, provenance, results_root
 from .summary import training_flops_per_image
 from .train import load_checkpoint, quick_mode, train_ch6, write_json_atomic
 
@@ -39,13 +39,10 @@ def results_dir():
     Quick-mode runs are smoke tests, not results: they may only be written to
     a folder named by ``$D2L_LOCAL_RESULTS``.
     """
-    folder = os.environ.get("D2L_LOCAL_RESULTS")
-    if folder:
-        return Path(folder)
-    if quick_mode():
+    if quick_mode() and not os.environ.get("D2L_LOCAL_RESULTS"):
         raise ValueError("D2L_LOCAL_QUICK=1 runs are smoke tests and never overwrite results/; "
                          "set D2L_LOCAL_RESULTS=/some/tmp/dir to try an experiment in quick mode.")
-    return REPO / "results"
+    return results_root()
 
 PRESETS = {
     "cpu": dict(model="paper", epochs=2, batch_size=128, lr=0.01, momentum=0.9, weight_decay=0.0,

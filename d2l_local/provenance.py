@@ -1,6 +1,7 @@
 """Where a recorded number came from: commit, device, versions, date, command line."""
 
 import datetime
+import os
 import platform
 import subprocess
 import sys
@@ -33,6 +34,12 @@ def _cpu_model():
     except OSError:
         pass
     return ""
+
+
+def results_root():
+    """Where results are read and written: ``$D2L_LOCAL_RESULTS`` when set, otherwise ``results/``."""
+    folder = os.environ.get("D2L_LOCAL_RESULTS")
+    return Path(folder) if folder else REPO / "results"
 
 
 def provenance(device):

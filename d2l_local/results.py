@@ -18,7 +18,6 @@ All figure text is ASCII, so it renders on Colab, which has no CJK fonts.
 """
 
 import json
-import os
 import statistics
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from .plot import plot_mean_spread
-from .provenance import REPO
+from .provenance import results_root
 
 SUMMARY_COLUMNS = ("seeds", "test acc mean", "test acc std", "test acc min", "test acc max",
                    "train-test gap", "params", "training GFLOPs/image", "seconds/epoch")
@@ -34,8 +33,7 @@ SUMMARY_COLUMNS = ("seeds", "test acc mean", "test acc std", "test acc min", "te
 
 def results_folder():
     """``$D2L_LOCAL_RESULTS`` when set, otherwise the repository's ``results/``."""
-    folder = os.environ.get("D2L_LOCAL_RESULTS")
-    return Path(folder) if folder else REPO / "results"
+    return results_root()
 
 
 def load(name, folder=None):

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .allocator import keep_freed_memory
 from .models import init_weights, min_input_size
 
 QUICK_IMAGES = 512
@@ -238,52 +239,53 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
         for record in history.epochs:
             animator.add(record)
 
-    for epoch in range(len(history.epochs), num_epochs):
-        torch.manual_seed(_epoch_seed(seed, epoch))
-        if hasattr(train_iter, "set_epoch"):
-            train_iter.set_epoch(epoch)
-        net.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        start = time.perf_counter()
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{num_epochs}", disable=not progress,
-                   leave=False)
-        for step, (X, y) in enumerate(train_iter):
-            X, y = X.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss, logits = train_step(model, optimizer, scaler, X, y, device, precision, label_smoothing)
-            if scheduler:
-                scheduler.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.argmax(dim=1) == y).sum()
-            seen += len(y)
-            bar.update()
-            if (step + 1) % NAN_CHECK_EVERY == 0 or step + 1 == steps_per_epoch:
-                _check_finite(loss_sum, epoch, step, lr)
-            if max_images and seen >= max_images:
-                break
-        _check_finite(loss_sum, epoch, step, lr)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - start
-        bar.close()
-        record = dict(epoch=epoch + 1, train_loss=loss_sum.item() / seen, train_acc=correct.item() / seen,
-                      test_acc=evaluate_accuracy(model, test_iter, device, precision, max_images),
-                      img_per_s=seen / seconds, seconds=seconds)
-        history.epochs.append(record)
-        if not quick:
-            _warn_if_at_chance(record, logits.shape[1])
-        if checkpoint:
-            save_checkpoint(checkpoint, dict(model=net.state_dict(), optimizer=optimizer.state_dict(),
-                                             scheduler=scheduler.state_dict() if scheduler else {},
-                                             scaler=scaler.state_dict(), history=history.epochs, config=config))
-        if history_path:
-            history.to_json(history_path)
-        if animator:
-            animator.add(record)
-        if progress:
-            print(f"epoch {record['epoch']}: loss {record['train_loss']:.3f}, train acc {record['train_acc']:.3f}, "
-                  f"test acc {record['test_acc']:.3f}, {record['img_per_s']:.1f} examples/sec on {device}")
+    with keep_freed_memory(device.type == "cpu"):
+        for epoch in range(len(history.epochs), num_epochs):
+            torch.manual_seed(_epoch_seed(seed, epoch))
+            if hasattr(train_iter, "set_epoch"):
+                train_iter.set_epoch(epoch)
+            net.train()
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            seen = 0
+            start = time.perf_counter()
+            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{num_epochs}", disable=not progress,
+                       leave=False)
+            for step, (X, y) in enumerate(train_iter):
+                X, y = X.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                loss, logits = train_step(model, optimizer, scaler, X, y, device, precision, label_smoothing)
+                if scheduler:
+                    scheduler.step()
+                loss_sum += loss.detach() * len(y)
+                correct += (logits.argmax(dim=1) == y).sum()
+                seen += len(y)
+                bar.update()
+                if (step + 1) % NAN_CHECK_EVERY == 0 or step + 1 == steps_per_epoch:
+                    _check_finite(loss_sum, epoch, step, lr)
+                if max_images and seen >= max_images:
+                    break
+            _check_finite(loss_sum, epoch, step, lr)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - start
+            bar.close()
+            record = dict(epoch=epoch + 1, train_loss=loss_sum.item() / seen, train_acc=correct.item() / seen,
+                          test_acc=evaluate_accuracy(model, test_iter, device, precision, max_images),
+                          img_per_s=seen / seconds, seconds=seconds)
+            history.epochs.append(record)
+            if not quick:
+                _warn_if_at_chance(record, logits.shape[1])
+            if checkpoint:
+                save_checkpoint(checkpoint, dict(model=net.state_dict(), optimizer=optimizer.state_dict(),
+                                                 scheduler=scheduler.state_dict() if scheduler else {},
+                                                 scaler=scaler.state_dict(), history=history.epochs, config=config))
+            if history_path:
+                history.to_json(history_path)
+            if animator:
+                animator.add(record)
+            if progress:
+                print(f"epoch {record['epoch']}: loss {record['train_loss']:.3f}, train acc {record['train_acc']:.3f}, "
+                      f"test acc {record['test_acc']:.3f}, {record['img_per_s']:.1f} examples/sec on {device}")
     return history
 
 

@@ -46,7 +46,8 @@ def test_stability_experiment_quick_mode_writes_its_record(subprocess_env, tmp_p
     result = run_module(["experiment", "stability", "--seeds", "0", "--device", "cpu"], subprocess_env, tmp_path)
     assert result.returncode == 0, result.stderr
     record = json.loads((tmp_path / "results" / "stability.json").read_text())
-    assert [run["init"] for run in record["runs"]] == ["xavier", "default", "d2l_local"]
+    assert [run["init"] for run in record["runs"]] == ["d2l_local", "xavier", "default"]
+    assert record["complete"] is True
     assert record["config"]["steps"] == 4 and record["provenance"]["quick"] is True
     for run in record["runs"]:
         assert len(run["loss_curve"]) == len(run["zero_score_curve"]) == 2

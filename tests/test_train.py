@@ -341,3 +341,25 @@ def test_pick_precision():
     with pytest.raises(ValueError):
         d2l_local.pick_precision("cpu", "half")
 
+
+
+def test_keep_freed_memory_sets_and_restores_glibc_options(monkeypatch):
+    from d2l_local import allocator
+
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, option, value):
+            calls.append((option, value))
+
+        def malloc_trim(self, pad):
+            calls.append(("trim", pad))
+
+    monkeypatch.setattr(allocator, "_glibc", lambda: FakeLibc())
+    with allocator.keep_freed_memory() as active:
+        assert active and set(calls) == set(allocator.KEEP_FREED.items())
+    assert set(calls[len(allocator.KEEP_FREED):]) == set(allocator.GLIBC_DEFAULTS.items()) | {("trim", 0)}
+    calls.clear()
+    with allocator.keep_freed_memory(enabled=False) as active:
+        assert not active
+    assert calls == []

@@ -19,6 +19,7 @@ All figure text is ASCII, so it renders on Colab, which has no CJK fonts.
 
 import json
 import statistics
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -216,6 +217,10 @@ def stability_summary(record):
     ``last-window zero scores``: the fraction of class scores that are exactly
     zero over the last window (a closed class map), averaged over the runs.
     """
+    if record.get("complete") is False:
+        warnings.warn(f"results/stability.json holds {len(record['runs'])} runs of an experiment that was "
+                      "interrupted; run `python -m d2l_local experiment stability` again to complete it.",
+                      stacklevel=2)
     rows = {}
     for init in dict.fromkeys(run["init"] for run in record["runs"]):
         runs = [run for run in record["runs"] if run["init"] == init]

@@ -136,3 +136,8 @@ def test_stability_summary_counts_stuck_runs(stability):
     assert labels.count("init=xavier") == 1 and len(labels) == 4
     assert list(fig.axes[0].get_lines()[0].get_xdata()) == [20, 40]
     matplotlib.pyplot.close(fig)
+
+
+def test_stability_summary_warns_about_an_interrupted_record(stability):
+    with pytest.warns(UserWarning, match="interrupted"):
+        results.stability_summary({**stability, "complete": False})

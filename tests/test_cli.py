@@ -111,3 +111,24 @@ def test_pyproject_does_not_depend_on_torch_torchvision_numpy(repo_root):
         names.add(name.strip().lower().replace("_", "-"))
     assert names  # parsed something
     assert not names & {"torch", "torchvision", "numpy"}, names
+
+
+def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
+    from d2l_local import experiments
+
+    monkeypatch.setenv("D2L_LOCAL_RESULTS", str(tmp_path))
+    monkeypatch.setattr(experiments, "load_data_fashion_mnist", lambda *args, **kwargs: (None, None))
+    trained = []
+
+    def fake_run_one(preset, options, recipe, seed, device, loaders, save_model=None):
+        trained.append((tuple(options.items()), seed))
+        return {"num_1x1": options.get("num_1x1", 2), "seed": seed, "final_test_acc": 0.5}
+
+    monkeypatch.setattr(experiments, "run_one", fake_run_one)
+    [path] = experiments.run_experiment("conv1x1_count", "cpu")
+    record = json.loads(path.read_text())
+    assert record["seeds"] == [0, 1, 2, 3, 4] and len(record["runs"]) == 4 * 5 == len(trained)
+    [path] = experiments.run_experiment("kernel_3x3", "cpu")
+    assert json.loads(path.read_text())["seeds"] == list(experiments.PRESETS["cpu"]["seeds"])
+    # kernel_1x1=1 is conv1x1_count's num_1x1=2: the same runs, taken from the cache
+    assert len(trained) == 20 + 3

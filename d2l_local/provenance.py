@@ -47,7 +47,8 @@ def provenance(device):
     from . import __version__
     from .train import quick_mode
 
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # Changed code, not the results folder that experiments write to while they run.
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     return {
         "commit": _git("rev-parse", "HEAD"),
         "dirty": bool(status) if status is not None else None,

@@ -141,3 +141,24 @@ def test_stability_summary_counts_stuck_runs(stability):
 def test_stability_summary_warns_about_an_interrupted_record(stability):
     with pytest.warns(UserWarning, match="interrupted"):
         results.stability_summary({**stability, "complete": False})
+
+
+def test_provenance_dirty_means_changed_code_not_written_results(tmp_path, monkeypatch):
+    import subprocess
+
+    from d2l_local import provenance
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "a.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.setattr(provenance, "REPO", tmp_path)
+    (tmp_path / "results" / "a.json").write_text('{"new": 1}')
+    assert provenance.provenance("cpu")["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert provenance.provenance("cpu")["dirty"] is True

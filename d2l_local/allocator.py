@@ -18,6 +18,8 @@ import ctypes
 import ctypes.util
 import sys
 
+import torch
+
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 GLIBC_DEFAULTS = {M_TRIM_THRESHOLD: 128 * 1024, M_MMAP_MAX: 65536}
 KEEP_FREED = {M_TRIM_THRESHOLD: 2**31 - 1, M_MMAP_MAX: 0}
@@ -40,9 +42,12 @@ def _set(libc, options):
 
 
 @contextlib.contextmanager
-def keep_freed_memory(enabled=True):
-    """While inside, glibc reuses freed blocks instead of returning them to the kernel."""
-    libc = _glibc() if enabled else None
+def keep_freed_memory(device="cpu"):
+    """While inside, glibc reuses freed blocks instead of returning them to the kernel.
+
+    Only for training on the CPU: with any other ``device`` it does nothing.
+    """
+    libc = _glibc() if torch.device(device).type == "cpu" else None
     if libc is None:
         yield False
         return

@@ -125,7 +125,7 @@ def run_bench(device, steps=12, warmup=3, compile=False):
     precision = pick_precision(device)
     flops_per_image = training_flops_per_image(NiN(), SIZE)
     reference = reference_img_per_s(device, warmup, steps)
-    with keep_freed_memory(device.type == "cpu"):  # part of d2l_local's training loop on the CPU
+    with keep_freed_memory(device):  # part of d2l_local's training loop on the CPU
         ours = d2l_local_img_per_s(device, warmup, steps, precision, compile)
         peak = matmul_peak_tflops(device, precision)
     achieved = ours * flops_per_image / 1e12

@@ -84,7 +84,7 @@ def run_stability(preset="cpu", seeds=None, device="cpu"):
     }
     for init in INITS:
         for seed in seeds:
-            with keep_freed_memory(device.type == "cpu"):
+            with keep_freed_memory(device):
                 run = first_steps(init, seed, config["steps"], config["window"], loaders, device)
             print(f"[stability] init={init} seed={seed}: acc over last {config['window']} steps "
                   f"{run['final_window_acc']:.3f}, zero class scores {run['zero_score_curve'][-1]:.0%}"

@@ -239,7 +239,7 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
         for record in history.epochs:
             animator.add(record)
 
-    with keep_freed_memory(device.type == "cpu"):
+    with keep_freed_memory(device):
         for epoch in range(len(history.epochs), num_epochs):
             torch.manual_seed(_epoch_seed(seed, epoch))
             if hasattr(train_iter, "set_epoch"):

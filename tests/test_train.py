@@ -360,6 +360,6 @@ def test_keep_freed_memory_sets_and_restores_glibc_options(monkeypatch):
         assert active and set(calls) == set(allocator.KEEP_FREED.items())
     assert set(calls[len(allocator.KEEP_FREED):]) == set(allocator.GLIBC_DEFAULTS.items()) | {("trim", 0)}
     calls.clear()
-    with allocator.keep_freed_memory(enabled=False) as active:
+    with allocator.keep_freed_memory("cuda") as active:
         assert not active
     assert calls == []

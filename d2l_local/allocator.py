@@ -5,8 +5,9 @@ With glibc's defaults every block over a few MB is taken from the kernel
 tens of MB several times a step, so each step pays for page faults on memory
 it has just given back. On the 2-core development machine a ReLU over a
 128x96x54x54 bf16 activation took 32 ms that way and 9 ms with the memory
-kept, and a whole training step ran about 1.7 times faster. :func:`keep_freed_memory` tells glibc to keep such blocks
-for reuse while training runs, and gives the memory back when it ends. This
+kept, and a whole training step ran about 1.7 times faster.
+:func:`keep_freed_memory` tells glibc to keep such blocks for reuse while
+training runs, and gives the memory back when it ends. This
 is what the allocators PyTorch's CPU performance guide recommends (jemalloc,
 tcmalloc) do, without preloading a library.
 

@@ -12,6 +12,7 @@ over the last window is still below ``STUCK_BELOW``; a run that is stuck but
 not dead may still be starting slowly.
 """
 
+import itertools
 import time
 
 import torch
@@ -82,10 +83,9 @@ def run_stability(preset="cpu", seeds=None, device="cpu"):
         "complete": False,
         "runs": [],
     }
-    for init in INITS:
-        for seed in seeds:
-            with keep_freed_memory(device):
-                run = first_steps(init, seed, config["steps"], config["window"], loaders, device)
+    with keep_freed_memory(device):
+        for init, seed in itertools.product(INITS, seeds):
+            run = first_steps(init, seed, config["steps"], config["window"], loaders, device)
             print(f"[stability] init={init} seed={seed}: acc over last {config['window']} steps "
                   f"{run['final_window_acc']:.3f}, zero class scores {run['zero_score_curve'][-1]:.0%}"
                   f"{' STUCK' if run['stuck'] else ''}{' DEAD' if run['dead'] else ''}", flush=True)

@@ -10,8 +10,9 @@ after a warm-up:
 (b) d2l_local: the data set on the device as uint8, resizing there, mixed
     precision and channels_last, the step of :func:`d2l_local.train_ch6`.
 
-The peak is a large matrix multiply, measured in the same run at the
-precision d2l_local used, so ``fraction_of_peak`` compares like with like.
+The peak is the best throughput of square matrix multiplies, measured in the
+same run at the precision d2l_local used, so ``fraction_of_peak`` compares like
+with like.
 """
 
 import contextlib
@@ -25,8 +26,9 @@ from .allocator import keep_freed_memory
 from .data import cache_dir, load_data_fashion_mnist, place_for_torchvision
 from .models import NiN, init_weights
 from .provenance import device_name
+from .space_to_depth import space_to_depth
 from .summary import training_flops_per_image
-from .train import autocast, pick_precision, quick_mode, train_step
+from .train import pick_precision, quick_mode, train_step
 
 BATCH, SIZE, LR = 128, 224, 0.1
 
@@ -100,21 +102,32 @@ def d2l_local_img_per_s(device, warmup, steps, precision, compile=False):
     def step(X, y):
         train_step(model, optimizer, scaler, X, y, device, precision)
 
-    return _timed_steps(step, train_iter, warmup, steps, device)
+    with space_to_depth(net, device):
+        return _timed_steps(step, train_iter, warmup, steps, device)
 
 
-def matmul_peak_tflops(device, precision, n=4096, repeats=10):
-    """Measured matrix-multiply throughput at ``precision``, in TFLOP/s."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    with autocast(device, precision):
-        a @ b
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            a @ b
-        _sync(device)
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
+def matmul_peak_tflops(device, precision, sizes=(2048, 4096, 8192), trials=3, min_seconds=0.2):
+    """The best matrix-multiply throughput at ``precision`` over ``sizes`` and ``trials``, in TFLOP/s.
+
+    The operands are created in the precision's dtype, so the peak times the
+    multiply alone (under autocast, fp32 operands would be cast on every call).
+    Each trial repeats the multiply for at least ``min_seconds``.
+    """
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    best = 0.0
+    for n in sizes:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        a @ b  # warm-up
+        for _ in range(trials):
+            _sync(device)
+            start, repeats = time.perf_counter(), 0
+            while repeats == 0 or time.perf_counter() - start < min_seconds:
+                a @ b
+                repeats += 1
+                _sync(device)
+            best = max(best, 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12)
+    return best
 
 
 def run_bench(device, steps=12, warmup=3, compile=False):

@@ -22,6 +22,7 @@ from .data import load_data_fashion_mnist
 from .experiments import results_dir
 from .models import NiN, count_parameters, init_weights
 from .provenance import provenance
+from .space_to_depth import space_to_depth
 from .train import _epoch_seed, pick_precision, quick_mode, train_step, write_json_atomic
 
 INITS = ("d2l_local", "xavier", "default")
@@ -46,13 +47,14 @@ def first_steps(init, seed, steps, window, loaders, device):
     train_iter.set_epoch(0)
     losses, accs, zeros = [], [], []
     start = time.time()
-    for X, y in train_iter:
-        loss, logits = train_step(net, optimizer, scaler, X, y, device, precision)
-        losses.append(loss.float())
-        accs.append((logits.argmax(1) == y).float().mean())
-        zeros.append((logits == 0).float().mean())
-        if len(losses) == steps:
-            break
+    with space_to_depth(net, device):
+        for X, y in train_iter:
+            loss, logits = train_step(net, optimizer, scaler, X, y, device, precision)
+            losses.append(loss.float())
+            accs.append((logits.argmax(1) == y).float().mean())
+            zeros.append((logits == 0).float().mean())
+            if len(losses) == steps:
+                break
     losses = torch.stack(losses).cpu().tolist()
     accs = torch.stack(accs).cpu().tolist()
     zeros = torch.stack(zeros).cpu().tolist()

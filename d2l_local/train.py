@@ -3,7 +3,9 @@
 ``train_ch6(net, train_iter, test_iter, num_epochs, lr, device)`` runs the
 seeds' recipe (plain SGD on cross-entropy) with mixed precision where it
 helps, channels_last, optional ``torch.compile``, a tqdm bar, a live plot in
-notebooks, a checkpoint every epoch and exact resume.
+notebooks, a checkpoint every epoch and exact resume. On the CPU it also keeps
+freed memory for reuse (:mod:`d2l_local.allocator`) and runs a strided first
+convolution as a stride-1 one (:mod:`d2l_local.space_to_depth`).
 
 Set ``D2L_LOCAL_QUICK=1`` to turn every call into a tiny real run (one epoch on
 a few hundred images), as CI does when it executes the notebooks.
@@ -23,6 +25,7 @@ from tqdm.auto import tqdm
 
 from .allocator import keep_freed_memory
 from .models import init_weights, min_input_size
+from .space_to_depth import space_to_depth
 
 QUICK_IMAGES = 512
 NAN_CHECK_EVERY = 20
@@ -239,7 +242,7 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
         for record in history.epochs:
             animator.add(record)
 
-    with keep_freed_memory(device):
+    with keep_freed_memory(device), space_to_depth(net, device):
         for epoch in range(len(history.epochs), num_epochs):
             torch.manual_seed(_epoch_seed(seed, epoch))
             if hasattr(train_iter, "set_epoch"):

@@ -1,5 +1,7 @@
 """Space-to-depth: the same convolution, values and gradients, and the network left as it was."""
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -51,3 +53,28 @@ def test_switches_only_nins_first_convolution_and_restores_it():
 def test_leaves_other_devices_and_layers_alone(net, device):
     with space_to_depth(net, device):
         assert not [m for m in net.modules() if "forward" in vars(m)]
+
+
+def test_train_ch6_uses_it_on_the_cpu_and_trains_the_same_weights(make_loaders, monkeypatch):
+    from d2l_local import space_to_depth as module
+    from d2l_local import train as train_module
+
+    def strided_net():
+        return nn.Sequential(nn.Conv2d(1, 8, 4, stride=4), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 7 * 7, 10))
+
+    calls = []
+    folded = module.conv2d_space_to_depth
+    monkeypatch.setattr(module, "conv2d_space_to_depth", lambda *args: calls.append(1) or folded(*args))
+    run = dict(lr=0.05, device="cpu", precision="fp32", progress=False)
+    ours = strided_net()
+    train_module.train_ch6(ours, *make_loaders(128), 1, **run)
+    assert calls  # the strided convolution went through space-to-depth
+    assert not [m for m in ours.modules() if "forward" in vars(m)]  # and was given back afterwards
+
+    calls.clear()
+    monkeypatch.setattr(train_module, "space_to_depth", lambda net, device: contextlib.nullcontext())
+    plain = strided_net()
+    train_module.train_ch6(plain, *make_loaders(128), 1, **run)
+    assert not calls
+    for a, b in zip(ours.state_dict().values(), plain.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

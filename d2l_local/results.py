@@ -208,12 +208,15 @@ def describe_provenance(record):
 
 
 def stability_summary(record):
-    """Per initialisation: runs, stuck and dead runs, runs with NaN/inf, last-window accuracy and zero scores.
+    """Per initialisation: runs, started, stuck, collapsed and dead runs, runs with NaN/inf,
+    last-window accuracy and zero scores.
 
-    A run is stuck when its training accuracy over the last window of steps
-    stays below ``config["stuck_below"]`` (chance is 0.1 with 10 classes). It
-    is dead when every class score over that window is exactly zero: every
-    class map is closed by its ReLU, no gradient flows, and it never learns.
+    A run has started when its training accuracy over some window reached
+    ``config["stuck_below"]`` (chance is 0.1 with 10 classes). It is stuck when
+    its accuracy over the last window is below that threshold, and collapsed
+    when it is stuck although it had started. It is dead when every class score
+    over the last window is exactly zero: every class map is closed by its
+    ReLU, no gradient flows, and it never learns.
     ``last-window zero scores``: the fraction of class scores that are exactly
     zero over the last window (a closed class map), averaged over the runs.
     """
@@ -226,8 +229,12 @@ def stability_summary(record):
         runs = [run for run in record["runs"] if run["init"] == init]
         accs = [run["final_window_acc"] for run in runs]
         stuck = sum(bool(run["stuck"]) for run in runs)
+        started = [max(run["acc_curve"]) >= record["config"]["stuck_below"] for run in runs]
+        collapsed = sum(bool(run["stuck"]) and began for run, began in zip(runs, started))
         dead = sum(bool(run.get("dead")) for run in runs)
-        rows[init] = {"runs": len(runs), "stuck": stuck, "stuck (of n)": f"{stuck} of {len(runs)}",
+        rows[init] = {"runs": len(runs), "started (of n)": f"{sum(started)} of {len(runs)}",
+                      "stuck": stuck, "stuck (of n)": f"{stuck} of {len(runs)}",
+                      "collapsed (of n)": f"{collapsed} of {len(runs)}",
                       "dead (of n)": f"{dead} of {len(runs)}",
                       "non-finite": sum(bool(run["nonfinite"]) for run in runs),
                       "last-window acc mean": round(statistics.fmean(accs), 4),

@@ -138,6 +138,15 @@ def test_stability_summary_counts_stuck_runs(stability):
     matplotlib.pyplot.close(fig)
 
 
+def test_stability_summary_tells_runs_that_started_and_collapsed_from_runs_that_never_started(stability):
+    never, fine = stability["runs"][:2]
+    collapsed = {**fine, "seed": 2, "acc_curve": [0.6, 0.1], "final_window_acc": 0.1, "stuck": True}
+    table = results.stability_summary({**stability, "runs": [never, fine, collapsed]})
+    assert table.loc["xavier", "started (of n)"] == "2 of 3"
+    assert table.loc["xavier", "stuck (of n)"] == "2 of 3"
+    assert table.loc["xavier", "collapsed (of n)"] == "1 of 3"
+
+
 def test_stability_summary_warns_about_an_interrupted_record(stability):
     with pytest.warns(UserWarning, match="interrupted"):
         results.stability_summary({**stability, "complete": False})

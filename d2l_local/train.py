@@ -277,7 +277,7 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
                           img_per_s=seen / seconds, seconds=seconds)
             history.epochs.append(record)
             if not quick:
-                _warn_if_at_chance(record, logits.shape[1])
+                _warn_if_at_chance(history.epochs, logits.shape[1], lr)
             if checkpoint:
                 save_checkpoint(checkpoint, dict(model=net.state_dict(), optimizer=optimizer.state_dict(),
                                                  scheduler=scheduler.state_dict() if scheduler else {},
@@ -300,12 +300,23 @@ def _check_finite(loss_sum, epoch, step, lr):
             f"try a smaller one (e.g. {lr / 10:g}). Checkpoints of finished epochs are untouched.")
 
 
-def _warn_if_at_chance(record, num_classes):
-    if record["epoch"] == 1 and record["train_acc"] < 1.5 / num_classes:
+def _warn_if_at_chance(epochs, num_classes, lr):
+    """Warn when the first epoch ends at chance, or a later one falls back to it (a collapse)."""
+    record, chance_level = epochs[-1], 1.5 / num_classes
+    if record["train_acc"] >= chance_level:
+        return
+    if record["epoch"] == 1:
         warnings.warn(
             f"accuracy is still at chance after the first epoch (train {record['train_acc']:.3f}, "
             f"test {record['test_acc']:.3f}): the network has not started learning. "
             "Try init='d2l_local' (the default) or a smaller learning rate.", stacklevel=3)
+    elif len(epochs) > 1 and epochs[-2]["train_acc"] >= chance_level:
+        best = max(epochs[:-1], key=lambda r: r["train_acc"])
+        warnings.warn(
+            f"the run collapsed: train accuracy fell back to chance in epoch {record['epoch']} "
+            f"({record['train_acc']:.3f}) after {best['train_acc']:.3f} in epoch {best['epoch']}; "
+            f"SGD at lr {lr} threw away what the network had learnt. "
+            f"Train again with a smaller learning rate (e.g. {lr / 2:g}).", stacklevel=3)
 
 
 def _in_notebook():

@@ -2,6 +2,7 @@
 
 import inspect
 import json
+import re
 import warnings
 
 import pytest
@@ -281,6 +282,28 @@ class ConstantLogits(nn.Module):
 def test_warns_when_accuracy_stays_at_chance(make_loaders):
     with pytest.warns(UserWarning, match="chance"):
         train_ch6(ConstantLogits(), *make_loaders(256), 1, 0.01, "cpu", progress=False)
+
+
+class CollapsesAfter(nn.Module):
+    """An MLP whose training forward passes return constant logits after ``steps`` of them."""
+
+    def __init__(self, steps):
+        super().__init__()
+        self.mlp, self.steps = mlp(), steps
+
+    def forward(self, x):
+        if self.training:
+            self.steps -= 1
+        logits = self.mlp(x)
+        return logits if self.steps >= 0 else 0 * logits
+
+
+def test_warns_once_when_a_run_collapses_back_to_chance(make_loaders):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_ch6(CollapsesAfter(32), *make_loaders(512, batch_size=32), 4, 0.05, "cpu", progress=False)
+    [warning] = chance_warnings(caught)  # epochs 1 and 2 learn, 3 and 4 are at chance
+    assert re.search(r"collapsed: train accuracy fell back to chance in epoch 3 .* in epoch 2", str(warning.message))
 
 
 def test_no_chance_warning_in_quick_mode(make_loaders, monkeypatch):

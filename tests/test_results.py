@@ -141,10 +141,11 @@ def test_stability_summary_counts_stuck_runs(stability):
 def test_stability_summary_tells_runs_that_started_and_collapsed_from_runs_that_never_started(stability):
     never, fine = stability["runs"][:2]
     collapsed = {**fine, "seed": 2, "acc_curve": [0.6, 0.1], "final_window_acc": 0.1, "stuck": True}
-    table = results.stability_summary({**stability, "runs": [never, fine, collapsed]})
-    assert table.loc["xavier", "started (of n)"] == "2 of 3"
-    assert table.loc["xavier", "stuck (of n)"] == "2 of 3"
-    assert table.loc["xavier", "collapsed (of n)"] == "1 of 3"
+    slipped = {**fine, "seed": 3, "acc_curve": [0.25, 0.18], "final_window_acc": 0.18, "stuck": True}
+    table = results.stability_summary({**stability, "runs": [never, fine, collapsed, slipped]})
+    assert table.loc["xavier", "started (of n)"] == "3 of 4"
+    assert table.loc["xavier", "stuck (of n)"] == "3 of 4"
+    assert table.loc["xavier", "collapsed (of n)"] == "1 of 4"  # back at chance, not just below the threshold
 
 
 def test_stability_summary_warns_about_an_interrupted_record(stability):

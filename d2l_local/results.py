@@ -27,6 +27,7 @@ import pandas as pd
 
 from .plot import plot_mean_spread
 from .provenance import results_root
+from .train import chance_level
 
 SUMMARY_COLUMNS = ("seeds", "test acc mean", "test acc std", "test acc min", "test acc max",
                    "train-test gap", "params", "training GFLOPs/image", "seconds/epoch")
@@ -214,8 +215,8 @@ def stability_summary(record):
     A run has started when its training accuracy over some window reached
     ``config["stuck_below"]`` (chance is 0.1 with 10 classes). It is stuck when
     its accuracy over the last window is below that threshold, and collapsed
-    when it had started but its last window is back at chance (below 1.5 times
-    chance, the level at which ``train_ch6`` warns). It is dead when every class score
+    when it had started but its last window is back at chance
+    (:func:`d2l_local.train.chance_level`, where ``train_ch6`` warns). It is dead when every class score
     over the last window is exactly zero: every class map is closed by its
     ReLU, no gradient flows, and it never learns.
     ``last-window zero scores``: the fraction of class scores that are exactly
@@ -231,7 +232,7 @@ def stability_summary(record):
         accs = [run["final_window_acc"] for run in runs]
         stuck = sum(bool(run["stuck"]) for run in runs)
         started = [max(run["acc_curve"]) >= record["config"]["stuck_below"] for run in runs]
-        at_chance = 1.5 / record["config"].get("num_classes", 10)
+        at_chance = chance_level(record["config"].get("num_classes", 10))
         collapsed = sum(began and run["final_window_acc"] < at_chance for run, began in zip(runs, started))
         dead = sum(bool(run.get("dead")) for run in runs)
         rows[init] = {"runs": len(runs), "started (of n)": f"{sum(started)} of {len(runs)}",

@@ -300,17 +300,22 @@ def _check_finite(loss_sum, epoch, step, lr):
             f"try a smaller one (e.g. {lr / 10:g}). Checkpoints of finished epochs are untouched.")
 
 
+def chance_level(num_classes):
+    """Accuracy below which a run counts as at chance: 1.5 times a uniform guess."""
+    return 1.5 / num_classes
+
+
 def _warn_if_at_chance(epochs, num_classes, lr):
     """Warn when the first epoch ends at chance, or a later one falls back to it (a collapse)."""
-    record, chance_level = epochs[-1], 1.5 / num_classes
-    if record["train_acc"] >= chance_level:
+    record, at_chance = epochs[-1], chance_level(num_classes)
+    if record["train_acc"] >= at_chance:
         return
     if record["epoch"] == 1:
         warnings.warn(
             f"accuracy is still at chance after the first epoch (train {record['train_acc']:.3f}, "
             f"test {record['test_acc']:.3f}): the network has not started learning. "
             "Try init='d2l_local' (the default) or a smaller learning rate.", stacklevel=3)
-    elif len(epochs) > 1 and epochs[-2]["train_acc"] >= chance_level:
+    elif epochs[-2]["train_acc"] >= at_chance:
         best = max(epochs[:-1], key=lambda r: r["train_acc"])
         warnings.warn(
             f"the run collapsed: train accuracy fell back to chance in epoch {record['epoch']} "

@@ -10,12 +10,20 @@ image). A run is *dead* when every class score is zero: no gradient reaches
 any weight any more, so it can never learn. It is *stuck* when its accuracy
 over the last window is still below ``STUCK_BELOW``; a run that is stuck but
 not dead may still be starting slowly.
+
+To show how a run that had started can fall back to chance, it also records
+the largest loss of a single step in each window and, at the end, how many channels of each
+ReLU layer are closed (zero for every image of a fixed probe of test images).
+A closed channel passes no gradient back, so what lies below it stops learning
+through it.
 """
 
 import itertools
+import math
 import time
 
 import torch
+from torch import nn
 
 from .allocator import keep_freed_memory
 from .data import load_data_fashion_mnist
@@ -23,7 +31,7 @@ from .experiments import results_dir
 from .models import NiN, count_parameters, init_weights
 from .provenance import provenance
 from .space_to_depth import space_to_depth
-from .train import _epoch_seed, pick_precision, quick_mode, train_step, write_json_atomic
+from .train import _epoch_seed, autocast, pick_precision, quick_mode, train_step, write_json_atomic
 
 INITS = ("d2l_local", "xavier", "default")
 STABILITY_PRESETS = {
@@ -33,11 +41,45 @@ STABILITY_PRESETS = {
 QUICK = dict(steps=4, window=2)  # D2L_LOCAL_QUICK=1: a smoke test
 LR, BATCH, SIZE = 0.1, 128, 224
 STUCK_BELOW = 0.2  # train accuracy over the last window; chance is 0.1
+PROBE_IMAGES = 256  # test images on which closed channels are counted at the end of a run
+
+
+def closed_channels(activation):
+    """How many channels of a ReLU's output (N, C, H, W) are zero for every image and position."""
+    return int((activation > 0).flatten(2).any(2).any(0).logical_not().sum())
+
+
+def closed_channels_by_layer(net, probe, device, precision):
+    """Closed channels of every ReLU layer of ``net`` on the ``probe`` images, in evaluation mode.
+
+    One row per layer: its NiN block, its place in the block, its width and how many channels are closed.
+    """
+    blocks = [module for module in net if isinstance(module, nn.Sequential)]
+    layers = [(b, i, relu) for b, block in enumerate(blocks, 1)
+              for i, relu in enumerate((m for m in block if isinstance(m, nn.ReLU)), 1)]
+    outputs = {}
+
+    def keep(key):
+        def hook(module, inputs, output):
+            outputs[key] = output
+        return hook
+
+    hooks = [relu.register_forward_hook(keep((b, i))) for b, i, relu in layers]
+    try:
+        with torch.no_grad(), autocast(device, precision):
+            net.eval()(probe)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        net.train()
+    return [{"block": b, "layer": i, "channels": outputs[b, i].shape[1], "closed": closed_channels(outputs[b, i])}
+            for b, i, _ in layers]
 
 
 def first_steps(init, seed, steps, window, loaders, device):
     """Loss and accuracy, averaged over windows of ``window`` steps, for the first ``steps`` steps."""
-    train_iter, _ = loaders
+    train_iter, test_iter = loaders
+    probe = torch.cat([X for X, _ in itertools.islice(test_iter, -(-PROBE_IMAGES // BATCH))])[:PROBE_IMAGES]
     precision = pick_precision(device)
     torch.manual_seed(seed)
     net = init_weights(NiN(), init).to(device).to(memory_format=torch.channels_last)
@@ -55,6 +97,7 @@ def first_steps(init, seed, steps, window, loaders, device):
             zeros.append((logits == 0).float().mean())
             if len(losses) == steps:
                 break
+        closed = closed_channels_by_layer(net, probe, device, precision)
     losses = torch.stack(losses).cpu().tolist()
     accs = torch.stack(accs).cpu().tolist()
     zeros = torch.stack(zeros).cpu().tolist()
@@ -62,11 +105,15 @@ def first_steps(init, seed, steps, window, loaders, device):
     loss_curve = [mean(losses[i:i + window]) for i in range(0, steps, window)]
     acc_curve = [mean(accs[i:i + window]) for i in range(0, steps, window)]
     zero_curve = [mean(zeros[i:i + window]) for i in range(0, steps, window)]
+    worst = lambda xs: max(xs, key=lambda x: x if math.isfinite(x) else math.inf)  # noqa: E731
+    max_loss_curve = [worst(losses[i:i + window]) for i in range(0, steps, window)]
     return {
         "init": init, "seed": seed, "steps": steps, "window": window, "loss_curve": loss_curve,
-        "acc_curve": acc_curve, "zero_score_curve": zero_curve, "final_window_acc": acc_curve[-1],
+        "max_loss_curve": max_loss_curve, "acc_curve": acc_curve, "zero_score_curve": zero_curve,
+        "final_window_acc": acc_curve[-1],
         "stuck": acc_curve[-1] < STUCK_BELOW, "dead": zero_curve[-1] == 1.0,
         "nonfinite": not all(map(torch.isfinite, map(torch.tensor, losses))),
+        "closed_channels_at_end": closed,
         "seconds": time.time() - start, "precision": precision,
     }
 
@@ -81,15 +128,19 @@ def run_stability(preset="cpu", seeds=None, device="cpu"):
         "experiment": "stability", "preset": preset, "provenance": provenance(device),
         "description": "First steps of the seeds' recipe (224x224 NiN, SGD lr 0.1, batch 128) by initialisation",
         "config": {"lr": LR, "batch_size": BATCH, "image_size": SIZE, "params": count_parameters(NiN()),
-                   "stuck_below": STUCK_BELOW, **config, "seeds": list(seeds)},
+                   "stuck_below": STUCK_BELOW,
+                   "probe_images": PROBE_IMAGES, **config, "seeds": list(seeds)},
         "complete": False,
         "runs": [],
     }
     with keep_freed_memory(device):
         for init, seed in itertools.product(INITS, seeds):
             run = first_steps(init, seed, config["steps"], config["window"], loaders, device)
+            last_block = [f"{layer['closed']}/{layer['channels']}" for layer in run["closed_channels_at_end"]
+                          if layer["block"] == run["closed_channels_at_end"][-1]["block"]]
             print(f"[stability] init={init} seed={seed}: acc over last {config['window']} steps "
-                  f"{run['final_window_acc']:.3f}, zero class scores {run['zero_score_curve'][-1]:.0%}"
+                  f"{run['final_window_acc']:.3f}, zero class scores {run['zero_score_curve'][-1]:.0%}, "
+                  f"closed channels in the last block {', '.join(last_block)}"
                   f"{' STUCK' if run['stuck'] else ''}{' DEAD' if run['dead'] else ''}", flush=True)
             record["runs"].append(run)
             record["complete"] = len(record["runs"]) == len(INITS) * len(seeds)

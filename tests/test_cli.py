@@ -50,7 +50,9 @@ def test_stability_experiment_quick_mode_writes_its_record(subprocess_env, tmp_p
     assert record["complete"] is True
     assert record["config"]["steps"] == 4 and record["provenance"]["quick"] is True
     for run in record["runs"]:
-        assert len(run["loss_curve"]) == len(run["zero_score_curve"]) == 2
+        assert len(run["loss_curve"]) == len(run["zero_score_curve"]) == len(run["max_loss_curve"]) == 2
+        assert all(peak >= mean for peak, mean in zip(run["max_loss_curve"], run["loss_curve"]))
+        assert [layer["channels"] for layer in run["closed_channels_at_end"]][-3:] == [10, 10, 10]
         assert run["dead"] == (run["zero_score_curve"][-1] == 1.0)
 
 

@@ -1,0 +1,30 @@
+"""d2l_local.stability's closed-channel count, on small inputs (no data, no training)."""
+
+import torch
+from torch import nn
+
+from d2l_local.models import NiN, init_weights
+from d2l_local.stability import closed_channels, closed_channels_by_layer
+
+
+def test_a_channel_is_closed_only_when_zero_for_every_image_and_position():
+    activation = torch.zeros(2, 3, 4, 4)
+    activation[1, 0, 3, 3] = 0.5  # channel 0 opens for one pixel of one image
+    activation[0, 1] = 1.0  # channel 1 is open everywhere in image 0
+    assert closed_channels(activation) == 1  # channel 2
+    assert closed_channels(activation.to(memory_format=torch.channels_last)) == 1
+
+
+def test_closed_channels_by_layer_finds_a_layer_closed_by_its_bias_and_restores_training_mode():
+    torch.manual_seed(0)
+    net = init_weights(NiN(), "kaiming")
+    last_block_first_conv = [m for m in net[-3] if isinstance(m, nn.Conv2d)][0]
+    with torch.no_grad():
+        last_block_first_conv.bias[:7] = -1e4  # 7 of its 10 channels can never open
+    rows = closed_channels_by_layer(net.train(), torch.randn(4, 1, 224, 224), torch.device("cpu"), "fp32")
+    assert net.training
+    assert [(row["block"], row["layer"], row["channels"]) for row in rows] == [
+        (b, i, width) for b, width in enumerate((96, 256, 384, 10), 1) for i in (1, 2, 3)]
+    assert [row["closed"] for row in rows if row["block"] == 4][0] == 7
+    assert all(row["closed"] < row["channels"] // 2 for row in rows if row["block"] < 4)
+    assert not any(hook for relu in net.modules() if isinstance(relu, nn.ReLU) for hook in relu._forward_hooks)

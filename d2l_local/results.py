@@ -208,6 +208,14 @@ def describe_provenance(record):
             f"date {prov.get('date', 'unknown')}")
 
 
+def _started(run, config):
+    return max(run["acc_curve"]) >= config["stuck_below"]
+
+
+def _collapsed(run, config):
+    return _started(run, config) and run["final_window_acc"] < chance_level(config.get("num_classes", 10))
+
+
 def stability_summary(record):
     """Per initialisation: runs, started, stuck, collapsed and dead runs, runs with NaN/inf,
     last-window accuracy and zero scores.
@@ -226,16 +234,15 @@ def stability_summary(record):
         warnings.warn(f"results/stability.json holds {len(record['runs'])} runs of an experiment that was "
                       "interrupted; run `python -m d2l_local experiment stability` again to complete it.",
                       stacklevel=2)
-    rows = {}
+    config, rows = record["config"], {}
     for init in dict.fromkeys(run["init"] for run in record["runs"]):
         runs = [run for run in record["runs"] if run["init"] == init]
         accs = [run["final_window_acc"] for run in runs]
         stuck = sum(bool(run["stuck"]) for run in runs)
-        started = [max(run["acc_curve"]) >= record["config"]["stuck_below"] for run in runs]
-        at_chance = chance_level(record["config"].get("num_classes", 10))
-        collapsed = sum(began and run["final_window_acc"] < at_chance for run, began in zip(runs, started))
+        started = sum(_started(run, config) for run in runs)
+        collapsed = sum(_collapsed(run, config) for run in runs)
         dead = sum(bool(run.get("dead")) for run in runs)
-        rows[init] = {"runs": len(runs), "started (of n)": f"{sum(started)} of {len(runs)}",
+        rows[init] = {"runs": len(runs), "started (of n)": f"{started} of {len(runs)}",
                       "stuck": stuck, "stuck (of n)": f"{stuck} of {len(runs)}",
                       "collapsed (of n)": f"{collapsed} of {len(runs)}",
                       "dead (of n)": f"{dead} of {len(runs)}",
@@ -246,6 +253,38 @@ def stability_summary(record):
                       "last-window acc min": round(min(accs), 4), "last-window acc max": round(max(accs), 4)}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "init"
+    return table
+
+
+def stability_runs(record):
+    """One row per run: its outcome, its best and last window, the largest single-step loss after
+    its best window, and its closed ReLU channels at the end, per NiN block.
+
+    Outcome: ``dead``, ``collapsed`` (started, then back at chance), ``never started``, ``stuck``
+    (started, but below ``config["stuck_below"]`` over the last window) or ``learning``. A block's
+    cell lists, for each of its ReLU layers, how many channels were zero for every probe image,
+    then the layers' width: ``"30/46/73 of 384"``.
+    """
+    config, rows = record["config"], {}
+    for run in record["runs"]:
+        accs, window = run["acc_curve"], run["window"]
+        best = max(range(len(accs)), key=accs.__getitem__)
+        after = run.get("max_loss_curve", [])[best + 1:]
+        spike = max(range(len(after)), key=after.__getitem__) if after else None
+        outcome = ("dead" if run.get("dead") else "collapsed" if _collapsed(run, config)
+                   else "never started" if not _started(run, config) else "stuck" if run["stuck"] else "learning")
+        row = {"outcome": outcome, "best window acc": round(accs[best], 3), "best by step": (best + 1) * window,
+               "last window acc": round(accs[-1], 3),
+               "largest step loss after best": None if spike is None else round(after[spike], 3),
+               "by step": None if spike is None else (best + spike + 2) * window}
+        layers = run.get("closed_channels_at_end", [])
+        for block in dict.fromkeys(layer["block"] for layer in layers):
+            inside = [layer for layer in layers if layer["block"] == block]
+            row[f"block {block} closed"] = (f"{'/'.join(str(layer['closed']) for layer in inside)} "
+                                            f"of {inside[0]['channels']}")
+        rows[run["init"], run["seed"]] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.names = ["init", "seed"]
     return table
 
 
@@ -276,4 +315,4 @@ def plot_stability(record, key="loss_curve"):
 
 
 __all__ = ["results_folder", "load", "runs_of", "variant_stats", "summary", "compare", "describe_change", "plot_curves",
-           "describe_provenance", "stability_summary", "plot_stability"]
+           "describe_provenance", "stability_summary", "stability_runs", "plot_stability"]

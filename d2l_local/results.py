@@ -257,8 +257,8 @@ def stability_summary(record):
 
 
 def stability_runs(record):
-    """One row per run: its outcome, its best and last window, the largest single-step loss after
-    its best window, and its closed ReLU channels at the end, per NiN block.
+    """One row per run: its outcome, its best window (accuracy and mean loss), its last window, the
+    largest single-step loss after its best window, and its closed ReLU channels at the end, per NiN block.
 
     Outcome: ``dead``, ``collapsed`` (started, then back at chance), ``never started``, ``stuck``
     (started, but below ``config["stuck_below"]`` over the last window) or ``learning``. A block's
@@ -274,7 +274,7 @@ def stability_runs(record):
         outcome = ("dead" if run.get("dead") else "collapsed" if _collapsed(run, config)
                    else "never started" if not _started(run, config) else "stuck" if run["stuck"] else "learning")
         row = {"outcome": outcome, "best window acc": round(accs[best], 3), "best by step": (best + 1) * window,
-               "last window acc": round(accs[-1], 3),
+               "best window loss": round(run["loss_curve"][best], 3), "last window acc": round(accs[-1], 3),
                "largest step loss after best": None if spike is None else round(after[spike], 3),
                "by step": None if spike is None else (best + spike + 2) * window}
         layers = run.get("closed_channels_at_end", [])

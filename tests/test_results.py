@@ -152,13 +152,15 @@ def test_stability_runs_names_each_outcome_the_spike_after_the_best_window_and_c
     never, fine = stability["runs"][:2]
     closed = [{"block": b, "layer": i, "channels": w, "closed": c}
               for b, w, counts in ((1, 96, (0, 0, 1)), (2, 10, (10, 5, 1))) for i, c in enumerate(counts, 1)]
-    collapsed = {**fine, "seed": 2, "acc_curve": [0.3, 0.6, 0.1], "max_loss_curve": [2.4, 1.5, 3.1],
+    collapsed = {**fine, "seed": 2, "acc_curve": [0.3, 0.6, 0.1], "loss_curve": [2.2, 1.2, 2.3],
+                 "max_loss_curve": [2.4, 1.5, 3.1],
                  "final_window_acc": 0.1, "stuck": True, "closed_channels_at_end": closed}
     table = results.stability_runs({**stability, "runs": [never, fine, collapsed]})
     assert list(table.index) == [("xavier", 0), ("xavier", 1), ("xavier", 2)]
     assert list(table["outcome"]) == ["dead", "learning", "collapsed"]
     row = table.loc[("xavier", 2)]
     assert (row["best window acc"], row["best by step"], row["last window acc"]) == (0.6, 40, 0.1)
+    assert row["best window loss"] == 1.2
     assert (row["largest step loss after best"], row["by step"]) == (3.1, 60)
     assert (row["block 1 closed"], row["block 2 closed"]) == ("0/0/1 of 96", "10/5/1 of 10")
     never_started = {**never, "dead": False, "zero_score_curve": [0.5, 0.5]}

@@ -283,7 +283,7 @@ def stability_runs(record):
             row[f"block {block} closed"] = (f"{'/'.join(str(layer['closed']) for layer in inside)} "
                                             f"of {inside[0]['channels']}")
         rows[run["init"], run["seed"]] = row
-    table = pd.DataFrame.from_dict(rows, orient="index")
+    table = pd.DataFrame.from_dict(rows, orient="index").astype({"by step": "Int64"})
     table.index.names = ["init", "seed"]
     return table
 

@@ -46,7 +46,7 @@ PROBE_IMAGES = 256  # test images on which closed channels are counted at the en
 
 def closed_channels(activation):
     """How many channels of a ReLU's output (N, C, H, W) are zero for every image and position."""
-    return int((activation > 0).flatten(2).any(2).any(0).logical_not().sum())
+    return int((activation != 0).flatten(2).any(2).any(0).logical_not().sum())  # NaN counts as open
 
 
 def closed_channels_by_layer(net, probe, device, precision):

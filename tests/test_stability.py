@@ -13,6 +13,8 @@ def test_a_channel_is_closed_only_when_zero_for_every_image_and_position():
     activation[0, 1] = 1.0  # channel 1 is open everywhere in image 0
     assert closed_channels(activation) == 1  # channel 2
     assert closed_channels(activation.to(memory_format=torch.channels_last)) == 1
+    activation[0, 2, 0, 0] = float("nan")  # a diverged run: broken, not closed
+    assert closed_channels(activation) == 0
 
 
 def test_closed_channels_by_layer_finds_a_layer_closed_by_its_bias_and_restores_training_mode():

@@ -106,7 +106,8 @@ def main(argv=None):
     p.add_argument("name", choices=[*EXPERIMENTS, "stability", "all"])
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--seeds", type=int, nargs="+", help="override the preset's seeds")
-    p.add_argument("--only", help="run one variant only (its label, e.g. num_1x1=2)")
+    p.add_argument("--only", help="run one variant only (its label, e.g. num_1x1=2); for stability, one "
+                   "initialisation, keeping the record's other runs")
     p.add_argument("--verify", action="store_true",
                    help="re-run and compare with the recorded results instead of overwriting them")
     p.add_argument("--device")

@@ -126,7 +126,7 @@ def run_experiment(name, preset="cpu", *, seeds=None, only=None, verify=False, d
     if name == "stability":
         from .stability import run_stability
 
-        yield run_stability(preset, seeds=seeds, device=device)
+        yield run_stability(preset, seeds=seeds, device=device, only=only)
         return
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {[*EXPERIMENTS, 'stability', 'all']}")

@@ -19,6 +19,7 @@ through it.
 """
 
 import itertools
+import json
 import math
 import time
 
@@ -118,23 +119,44 @@ def first_steps(init, seed, steps, window, loaders, device):
     }
 
 
-def run_stability(preset="cpu", seeds=None, device="cpu"):
+def _kept_runs(path, preset, config, rerun):
+    """Runs of the record at ``path`` to keep when only the ``rerun`` initialisation is run again."""
+    if not path.exists():
+        raise ValueError(f"{path} does not exist: run the whole stability experiment first (without --only).")
+    record = json.loads(path.read_text())
+    if record["preset"] != preset or record["config"] != config:
+        raise ValueError(f"{path} was recorded with another preset or config ({record['preset']}, "
+                         f"{record['config']}); run the whole stability experiment again (without --only).")
+    # A run recorded before runs carried their own provenance comes from the record's.
+    return [{"provenance": record["provenance"], **run} for run in record["runs"]
+            if run["init"] != rerun and run["init"] in INITS]
+
+
+def run_stability(preset="cpu", seeds=None, device="cpu", only=None):
+    """Run the stability experiment and write ``results/stability.json``; return its path.
+
+    ``only`` runs one initialisation of :data:`INITS` again and keeps the other
+    initialisations' runs from the existing record, which must have the same
+    preset and config; each run keeps its own provenance.
+    """
     config = STABILITY_PRESETS[preset] | (QUICK if quick_mode() else {})
     seeds = tuple(seeds or config["seeds"])
+    if only is not None and only not in INITS:
+        raise ValueError(f"stability has no initialisation {only!r}; its initialisations are {list(INITS)}")
     device = torch.device(device)
-    loaders = load_data_fashion_mnist(BATCH, resize=SIZE, device=device)
     path = results_dir() / "stability.json"
+    config = {"lr": LR, "batch_size": BATCH, "image_size": SIZE, "params": count_parameters(NiN()),
+              "stuck_below": STUCK_BELOW, "probe_images": PROBE_IMAGES, **config, "seeds": list(seeds)}
+    runs = _kept_runs(path, preset, config, only) if only else []
+    loaders = load_data_fashion_mnist(BATCH, resize=SIZE, device=device)
     record = {
         "experiment": "stability", "preset": preset, "provenance": provenance(device),
         "description": "First steps of the seeds' recipe (224x224 NiN, SGD lr 0.1, batch 128) by initialisation",
-        "config": {"lr": LR, "batch_size": BATCH, "image_size": SIZE, "params": count_parameters(NiN()),
-                   "stuck_below": STUCK_BELOW,
-                   "probe_images": PROBE_IMAGES, **config, "seeds": list(seeds)},
-        "complete": False,
-        "runs": [],
+        "config": config, "complete": False, "runs": [],
     }
+    order = {(init, seed): i for i, (init, seed) in enumerate(itertools.product(INITS, seeds))}
     with keep_freed_memory(device):
-        for init, seed in itertools.product(INITS, seeds):
+        for init, seed in itertools.product([only] if only else INITS, seeds):
             run = first_steps(init, seed, config["steps"], config["window"], loaders, device)
             last_block = [f"{layer['closed']}/{layer['channels']}" for layer in run["closed_channels_at_end"]
                           if layer["block"] == run["closed_channels_at_end"][-1]["block"]]
@@ -142,7 +164,8 @@ def run_stability(preset="cpu", seeds=None, device="cpu"):
                   f"{run['final_window_acc']:.3f}, zero class scores {run['zero_score_curve'][-1]:.0%}, "
                   f"closed channels in the last block {', '.join(last_block)}"
                   f"{' STUCK' if run['stuck'] else ''}{' DEAD' if run['dead'] else ''}", flush=True)
-            record["runs"].append(run)
-            record["complete"] = len(record["runs"]) == len(INITS) * len(seeds)
+            runs.append({**run, "provenance": provenance(device)})
+            record["runs"] = sorted(runs, key=lambda r: order[r["init"], r["seed"]])
+            record["complete"] = {(r["init"], r["seed"]) for r in record["runs"]} >= set(order)
             write_json_atomic(path, record)  # after every run: an interrupted experiment keeps what it measured
     return path

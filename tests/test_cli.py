@@ -54,6 +54,29 @@ def test_stability_experiment_quick_mode_writes_its_record(subprocess_env, tmp_p
         assert all(peak >= mean for peak, mean in zip(run["max_loss_curve"], run["loss_curve"]))
         assert [layer["channels"] for layer in run["closed_channels_at_end"]][-3:] == [10, 10, 10]
         assert run["dead"] == (run["zero_score_curve"][-1] == 1.0)
+        assert run["provenance"]["quick"] is True
+
+    # --only runs one initialisation again and keeps the other runs as they were.
+    result = run_module(["experiment", "stability", "--seeds", "0", "--device", "cpu", "--only", "xavier"],
+                        subprocess_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("[stability]") == 1
+    rerun = json.loads((tmp_path / "results" / "stability.json").read_text())
+    assert [run["init"] for run in rerun["runs"]] == [run["init"] for run in record["runs"]]
+    assert rerun["complete"] is True
+    for old, new in zip(record["runs"], rerun["runs"]):
+        if old["init"] == "xavier":
+            assert new["provenance"]["date"] >= old["provenance"]["date"]
+            assert new["loss_curve"] == old["loss_curve"]  # same seed, same device: the same run
+        else:
+            assert new == old
+
+    # --only cannot mix a record with another config, and names a known initialisation.
+    for extra, message in ((["--seeds", "1", "--only", "xavier"], "another preset or config"),
+                           (["--seeds", "0", "--only", "he"], "no initialisation 'he'")):
+        result = run_module(["experiment", "stability", "--device", "cpu", *extra], subprocess_env, tmp_path)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert json.loads((tmp_path / "results" / "stability.json").read_text()) == rerun
 
 
 def test_diverging_run_exits_with_advice_not_a_traceback(subprocess_env, tmp_path):

@@ -1,10 +1,13 @@
-"""d2l_local.stability's closed-channel count, on small inputs (no data, no training)."""
+"""d2l_local.stability: the closed-channel count and how ``--only`` merges a record (no data, no training)."""
 
+import json
+
+import pytest
 import torch
 from torch import nn
 
 from d2l_local.models import NiN, init_weights
-from d2l_local.stability import closed_channels, closed_channels_by_layer
+from d2l_local.stability import _kept_runs, closed_channels, closed_channels_by_layer
 
 
 def test_a_channel_is_closed_only_when_zero_for_every_image_and_position():
@@ -30,3 +33,19 @@ def test_closed_channels_by_layer_finds_a_layer_closed_by_its_bias_and_restores_
     assert [row["closed"] for row in rows if row["block"] == 4][0] == 7
     assert all(row["closed"] < row["channels"] // 2 for row in rows if row["block"] < 4)
     assert not any(hook for relu in net.modules() if isinstance(relu, nn.ReLU) for hook in relu._forward_hooks)
+
+
+def test_rerunning_one_init_keeps_the_others_with_the_record_provenance(tmp_path):
+    path, config = tmp_path / "stability.json", {"steps": 4, "seeds": [0]}
+    record = {"preset": "cpu", "config": config, "provenance": {"commit": "abc"},
+              "runs": [{"init": "d2l_local", "seed": 0}, {"init": "xavier", "seed": 0},
+                       {"init": "xavier", "seed": 1, "provenance": {"commit": "def"}},
+                       {"init": "retired", "seed": 0}]}
+    path.write_text(json.dumps(record))
+    assert _kept_runs(path, "cpu", config, "d2l_local") == [
+        {"init": "xavier", "seed": 0, "provenance": {"commit": "abc"}},
+        {"init": "xavier", "seed": 1, "provenance": {"commit": "def"}}]
+    with pytest.raises(ValueError, match="another preset or config"):
+        _kept_runs(path, "cpu", {**config, "steps": 5}, "xavier")
+    with pytest.raises(ValueError, match="without --only"):
+        _kept_runs(tmp_path / "missing.json", "cpu", config, "xavier")

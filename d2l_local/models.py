@@ -170,7 +170,7 @@ def build_model(name, **options):
     return MODELS[name](**options)
 
 
-INITS = ("d2l_local", "kaiming", "xavier", "default")
+INITS = ("d2l_local", "d2l_local_fan_out", "kaiming", "xavier", "default")
 
 
 def init_weights(net, scheme="d2l_local"):
@@ -182,6 +182,11 @@ def init_weights(net, scheme="d2l_local"):
     starts alive and equal (all scores 1, the loss exactly ln 10), so no class
     begins behind a closed ReLU, the trap in which some runs of the seeds'
     recipe stay at chance (``python -m d2l_local experiment stability``).
+    ``"d2l_local_fan_out"``: as ``"d2l_local"``, but He's rule scaled by each
+    layer's fan-out (torchvision's choice for ResNet), which keeps the scale of
+    the gradients rather than of the signal: thin layers start with larger
+    weights (the 384 -> 10 convolution 6 times larger) and the first layer with
+    smaller ones.
     ``"kaiming"``: He-normal weights and zero biases everywhere.
     ``"xavier"``: what ``d2l.train_ch6`` does: Xavier-uniform weights, PyTorch's biases.
     ``"default"``: PyTorch's own initialisation, untouched.
@@ -195,9 +200,10 @@ def init_weights(net, scheme="d2l_local"):
         if scheme == "xavier":
             nn.init.xavier_uniform_(module.weight)
         else:
-            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            mode = "fan_out" if scheme == "d2l_local_fan_out" else "fan_in"
+            nn.init.kaiming_normal_(module.weight, mode=mode, nonlinearity="relu")
             nn.init.zeros_(module.bias)
-    if scheme == "d2l_local" and layers:
+    if scheme.startswith("d2l_local") and layers:
         nn.init.zeros_(layers[-1].weight)
         nn.init.ones_(layers[-1].bias)
     return net

@@ -3,9 +3,10 @@
 The seeds train the 224x224 NiN with plain SGD at lr 0.1 from d2l's Xavier
 initialisation, and in d2l's own CI some of those runs never left chance
 accuracy. This experiment runs the first steps of that recipe from several
-seeds under d2l's Xavier initialisation, PyTorch's default and d2l_local's,
-and records per window of steps the loss, the accuracy and the fraction of
-class scores that are exactly zero (a class map closed by its ReLU for that
+seeds under every scheme of :func:`d2l_local.models.init_weights` (d2l's
+Xavier initialisation, PyTorch's default, He's and d2l_local's two), and
+records per window of steps the loss, the accuracy and the fraction of class
+scores that are exactly zero (a class map closed by its ReLU for that
 image). A run is *dead* when every class score is zero: no gradient reaches
 any weight any more, so it can never learn. It is *stuck* when its accuracy
 over the last window is still below ``STUCK_BELOW``; a run that is stuck but
@@ -29,12 +30,11 @@ from torch import nn
 from .allocator import keep_freed_memory
 from .data import load_data_fashion_mnist
 from .experiments import results_dir
-from .models import NiN, count_parameters, init_weights
+from .models import INITS, NiN, count_parameters, init_weights
 from .provenance import provenance
 from .space_to_depth import space_to_depth
 from .train import _epoch_seed, autocast, pick_precision, quick_mode, train_step, write_json_atomic
 
-INITS = ("d2l_local", "xavier", "default")
 STABILITY_PRESETS = {
     "cpu": dict(steps=400, seeds=(0, 1, 2, 3, 4), window=25),
     "gpu": dict(steps=1000, seeds=tuple(range(10)), window=50),

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from d2l_local import cli
+from d2l_local.models import INITS
 
 
 def run_module(args, env, cwd, timeout=300):
@@ -46,7 +47,7 @@ def test_stability_experiment_quick_mode_writes_its_record(subprocess_env, tmp_p
     result = run_module(["experiment", "stability", "--seeds", "0", "--device", "cpu"], subprocess_env, tmp_path)
     assert result.returncode == 0, result.stderr
     record = json.loads((tmp_path / "results" / "stability.json").read_text())
-    assert [run["init"] for run in record["runs"]] == ["d2l_local", "xavier", "default"]
+    assert [run["init"] for run in record["runs"]] == list(INITS)
     assert record["complete"] is True
     assert record["config"]["steps"] == 4 and record["provenance"]["quick"] is True
     for run in record["runs"]:

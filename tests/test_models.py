@@ -305,12 +305,24 @@ def test_init_weights_schemes():
         init_weights(net, "he")
 
 
+def test_fan_out_init_scales_by_each_layers_fan_out():
+    """He's rule by fan-out: the first layer 96 * 121, the 384 -> 10 layer 10 * 9; last layer as d2l_local."""
+    torch.manual_seed(0)
+    net = init_weights(NiN(), "d2l_local_fan_out")
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert convs[0].weight.std().item() == pytest.approx((2 / (96 * 121)) ** 0.5, rel=0.05)
+    assert convs[-3].weight.std().item() == pytest.approx((2 / (10 * 9)) ** 0.5, rel=0.05)
+    assert all(torch.count_nonzero(m.bias) == 0 for m in convs[:-1])
+    assert torch.count_nonzero(convs[-1].weight) == 0 and torch.all(convs[-1].bias == 1)
+
+
 @pytest.mark.parametrize("model", ["nin", "paper"])
 @pytest.mark.parametrize("head", ["gap", "fc"])
-def test_d2l_local_init_starts_every_class_alive_and_equal(model, head):
+@pytest.mark.parametrize("scheme", ["d2l_local", "d2l_local_fan_out"])
+def test_d2l_local_init_starts_every_class_alive_and_equal(model, head, scheme):
     """Last layer: zero weights, bias 1, so every score is 1 and the loss exactly ln 10; the rest He-normal."""
     torch.manual_seed(0)
-    net = init_weights(build_model(model, head=head), "d2l_local").eval()
+    net = init_weights(build_model(model, head=head), scheme).eval()
     layers = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     assert torch.count_nonzero(layers[-1].weight) == 0 and torch.all(layers[-1].bias == 1)
     assert all(torch.count_nonzero(m.bias) == 0 for m in layers[:-1])

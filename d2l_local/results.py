@@ -289,27 +289,39 @@ def stability_runs(record):
 
 
 def plot_stability(record, key="loss_curve"):
-    """One line per run (colour: initialisation) over the first steps; returns the figure.
+    """One panel per initialisation, one line per run (colour: seed) over the first steps; returns the figure.
 
     ``key`` is ``"loss_curve"`` or ``"acc_curve"``; each point is the mean over
-    a window of ``config["window"]`` steps, drawn at the window's last step.
+    a window of ``config["window"]`` steps, drawn at the window's last step. A
+    window whose loss is not finite (a run that diverged) leaves a gap.
     """
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    colors = dict(zip(dict.fromkeys(run["init"] for run in record["runs"]), plt.rcParams["axes.prop_cycle"]))
-    labelled = set()
-    for run in record["runs"]:
-        values = run[key]
-        steps = [(i + 1) * run["window"] for i in range(len(values))]
-        label = None if run["init"] in labelled else _ascii(f"init={run['init']}")
-        labelled.add(run["init"])
-        ax.plot(steps, values, color=colors[run["init"]]["color"], alpha=0.8, marker=".", label=label)
+    inits = list(dict.fromkeys(run["init"] for run in record["runs"]))
+    cols = min(3, len(inits))
+    rows = -(-len(inits) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.2 + 2.4 * cols, 0.6 + 2.4 * rows), sharex=True, sharey=True,
+                             squeeze=False)
+    axes = axes.flatten()
     config = record["config"]
+    for ax, init in zip(axes, inits):
+        for run in (run for run in record["runs"] if run["init"] == init):
+            steps = [(i + 1) * run["window"] for i in range(len(run[key]))]
+            ax.plot(steps, run[key], marker=".", markersize=3, alpha=0.8, label=f"seed {run['seed']}")
+        ax.set_title(_ascii(f"init={init}"), fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("step")
+        ax.xaxis.set_tick_params(labelbottom=True)
     name = "train loss" if key == "loss_curve" else "train acc"
-    ax.set(xlabel="step", ylabel=f"{name} (mean over {config['window']} steps)",
-           title=_ascii(f"First {config['steps']} steps, lr {config['lr']}, batch {config['batch_size']}, "
-                        f"{config['image_size']}x{config['image_size']} ({record['preset']} preset)"))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    for ax in axes[::cols]:
+        ax.set_ylabel(f"{name}\n(mean over {config['window']} steps)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes[len(inits):]:
+        ax.axis("off")  # an empty panel holds the legend
+    if len(axes) > len(inits):
+        axes[-1].legend(handles, labels, fontsize=7, loc="center")
+    else:
+        axes[-1].legend(fontsize=7)
+    fig.suptitle(_ascii(f"First {config['steps']} steps, lr {config['lr']}, batch {config['batch_size']}, "
+                        f"{config['image_size']}x{config['image_size']} ({record['preset']} preset)"), fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -18,6 +18,7 @@ All figure text is ASCII, so it renders on Colab, which has no CJK fonts.
 """
 
 import json
+import math
 import statistics
 import warnings
 from pathlib import Path
@@ -260,23 +261,29 @@ def stability_runs(record):
     """One row per run: its outcome, its best window (accuracy and mean loss), its last window, the
     largest single-step loss after its best window, and its closed ReLU channels at the end, per NiN block.
 
-    Outcome: ``dead``, ``collapsed`` (started, then back at chance), ``never started``, ``stuck``
+    Outcome: ``diverged`` (a loss turned NaN or infinite), ``dead``, ``collapsed`` (started, then back at
+    chance), ``never started``, ``stuck``
     (started, but below ``config["stuck_below"]`` over the last window) or ``learning``. A block's
     cell lists, for each of its ReLU layers, how many channels were zero for every probe image,
-    then the layers' width: ``"30/46/73 of 384"``.
+    then the layers' width: ``"30/46/73 of 384"``. For a diverged run, the step loss and step are those of the
+    first window with a non-finite step loss.
     """
     config, rows = record["config"], {}
     for run in record["runs"]:
         accs, window = run["acc_curve"], run["window"]
         best = max(range(len(accs)), key=accs.__getitem__)
-        after = run.get("max_loss_curve", [])[best + 1:]
-        spike = max(range(len(after)), key=after.__getitem__) if after else None
-        outcome = ("dead" if run.get("dead") else "collapsed" if _collapsed(run, config)
+        losses = run.get("max_loss_curve", [])
+        if run["nonfinite"]:  # the first window with a non-finite step loss, whatever the best window
+            spike = next((i for i, loss in enumerate(losses) if not math.isfinite(loss)), None)
+        else:
+            spike = max(range(best + 1, len(losses)), key=losses.__getitem__, default=None)
+        outcome = ("diverged" if run["nonfinite"] else "dead" if run.get("dead")
+                   else "collapsed" if _collapsed(run, config)
                    else "never started" if not _started(run, config) else "stuck" if run["stuck"] else "learning")
         row = {"outcome": outcome, "best window acc": round(accs[best], 3), "best by step": (best + 1) * window,
                "best window loss": round(run["loss_curve"][best], 3), "last window acc": round(accs[-1], 3),
-               "largest step loss after best": None if spike is None else round(after[spike], 3),
-               "by step": None if spike is None else (best + spike + 2) * window}
+               "largest step loss after best": None if spike is None else round(losses[spike], 3),
+               "by step": None if spike is None else (spike + 1) * window}
         layers = run.get("closed_channels_at_end", [])
         for block in dict.fromkeys(layer["block"] for layer in layers):
             inside = [layer for layer in layers if layer["block"] == block]

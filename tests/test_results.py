@@ -165,6 +165,10 @@ def test_stability_runs_names_each_outcome_the_spike_after_the_best_window_and_c
     assert (row["block 1 closed"], row["block 2 closed"]) == ("0/0/1 of 96", "10/5/1 of 10")
     never_started = {**never, "dead": False, "zero_score_curve": [0.5, 0.5]}
     assert results.stability_runs({**stability, "runs": [never_started]})["outcome"].tolist() == ["never started"]
+    diverged = {**never, "dead": False, "nonfinite": True, "loss_curve": [2.9, float("nan")],
+                "max_loss_curve": [40.0, float("nan")]}
+    row = results.stability_runs({**stability, "runs": [diverged]}).iloc[0]
+    assert row["outcome"] == "diverged" and row["by step"] == 40  # the first window whose step loss is NaN
 
 
 def test_stability_summary_warns_about_an_interrupted_record(stability):

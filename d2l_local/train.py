@@ -177,7 +177,8 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
 
     Args:
         init: a scheme of :func:`~d2l_local.models.init_weights`: ``"d2l_local"``
-            (default), ``"kaiming"``, ``"xavier"`` (what d2l does) or ``"default"`` (PyTorch's).
+            (default), ``"d2l_local_fan_out"``, ``"kaiming"``, ``"xavier"`` (what d2l does) or
+            ``"default"`` (PyTorch's).
         precision: ``"auto"`` (see :func:`pick_precision`), ``"bf16"``, ``"fp16"`` or ``"fp32"``.
         schedule: ``"constant"`` or ``"cosine"`` (per step, to zero).
         compile: wrap the network in ``torch.compile``.

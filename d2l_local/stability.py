@@ -135,7 +135,7 @@ def _kept_runs(path, preset, config, rerun):
 def run_stability(preset="cpu", seeds=None, device="cpu", only=None):
     """Run the stability experiment and write ``results/stability.json``; return its path.
 
-    ``only`` runs one initialisation of :data:`INITS` again and keeps the other
+    ``only`` runs one initialisation of ``d2l_local.models.INITS`` again and keeps the other
     initialisations' runs from the existing record, which must have the same
     preset and config; each run keeps its own provenance.
     """

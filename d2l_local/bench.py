@@ -26,6 +26,7 @@ from .allocator import keep_freed_memory
 from .data import cache_dir, load_data_fashion_mnist, place_for_torchvision
 from .models import NiN, init_weights
 from .provenance import device_name
+from .relu_fusion import fuse_relus
 from .space_to_depth import space_to_depth
 from .summary import training_flops_per_image
 from .train import pick_precision, quick_mode, train_step
@@ -95,7 +96,7 @@ def reference_img_per_s(device, warmup, steps):
 def d2l_local_img_per_s(device, warmup, steps, precision, compile=False):
     train_iter, _ = load_data_fashion_mnist(BATCH, resize=SIZE, device=device)
     net = init_weights(NiN(), "d2l_local").to(device).to(memory_format=torch.channels_last)
-    model = torch.compile(net) if compile else net
+    model = torch.compile(net) if compile else fuse_relus(net, device)
     optimizer = torch.optim.SGD(net.parameters(), lr=LR)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 

@@ -24,10 +24,11 @@ from torch import nn
 MAX_IN_CHANNELS = 3  # image inputs; wider layers already fill oneDNN's channel blocks
 
 
-def conv2d_space_to_depth(x, weight, bias, stride, padding):
+def conv2d_space_to_depth(x, weight, bias, stride, padding, conv2d=F.conv2d):
     """``F.conv2d(x, weight, bias, stride, padding)`` for a square kernel and stride.
 
-    The result is channels_last, the layout d2l_local trains in.
+    The result is channels_last, the layout d2l_local trains in. ``conv2d``
+    computes the stride-1 convolution (``conv2d(tiles, weight, bias)``).
     """
     out_ch, in_ch, k, _ = weight.shape
     taps = -(-k // stride)  # kernel side in tiles
@@ -45,7 +46,7 @@ def conv2d_space_to_depth(x, weight, bias, stride, padding):
     n, c, h, w = x.shape
     tiles = (x.reshape(n, c, h // stride, stride, w // stride, stride).permute(0, 2, 4, 1, 3, 5)
              .reshape(n, h // stride, w // stride, c * stride * stride).permute(0, 3, 1, 2))
-    return F.conv2d(tiles, weight, bias)
+    return conv2d(tiles, weight, bias)
 
 
 def _eligible(module):

@@ -4,8 +4,9 @@
 seeds' recipe (plain SGD on cross-entropy) with mixed precision where it
 helps, channels_last, optional ``torch.compile``, a tqdm bar, a live plot in
 notebooks, a checkpoint every epoch and exact resume. On the CPU it also keeps
-freed memory for reuse (:mod:`d2l_local.allocator`) and runs a strided first
-convolution as a stride-1 one (:mod:`d2l_local.space_to_depth`).
+freed memory for reuse (:mod:`d2l_local.allocator`), runs a strided first
+convolution as a stride-1 one (:mod:`d2l_local.space_to_depth`) and fuses
+ReLUs into the layers next to them (:mod:`d2l_local.relu_fusion`).
 
 Set ``D2L_LOCAL_QUICK=1`` to turn every call into a tiny real run (one epoch on
 a few hundred images), as CI does when it executes the notebooks.
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 
 from .allocator import keep_freed_memory
 from .models import init_weights, min_input_size
+from .relu_fusion import fuse_relus
 from .space_to_depth import space_to_depth
 
 QUICK_IMAGES = 512
@@ -32,7 +34,7 @@ NAN_CHECK_EVERY = 20
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss or the weights became NaN or infinite."""
 
 
 def quick_mode():
@@ -210,7 +212,7 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
     init_weights(net, init)
     net.to(device).to(memory_format=torch.channels_last)
     _check_input_size(net, train_iter, device)
-    model = torch.compile(net) if compile else net
+    model = torch.compile(net) if compile else fuse_relus(net, device)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     steps_per_epoch = len(train_iter) if max_images is None else math.ceil(max_images / train_iter.batch_size)
     scheduler = None
@@ -265,10 +267,10 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
                 seen += len(y)
                 bar.update()
                 if (step + 1) % NAN_CHECK_EVERY == 0 or step + 1 == steps_per_epoch:
-                    _check_finite(loss_sum, epoch, step, lr)
+                    _check_finite(loss_sum, net, epoch, step, lr)
                 if max_images and seen >= max_images:
                     break
-            _check_finite(loss_sum, epoch, step, lr)
+            _check_finite(loss_sum, net, epoch, step, lr)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - start
@@ -293,10 +295,13 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
     return history
 
 
-def _check_finite(loss_sum, epoch, step, lr):
-    if not torch.isfinite(loss_sum).item():
+def _check_finite(loss_sum, net, epoch, step, lr):
+    # The weights too: a fused ReLU (relu_fusion) turns NaN into 0, so NaN weights need not reach the loss.
+    finite = torch.stack([torch.isfinite(loss_sum).all(), *(p.detach().isfinite().all() for p in net.parameters())])
+    if not finite.all().item():
         raise TrainingDiverged(
-            f"the loss became NaN or infinite in epoch {epoch + 1} (by step {step + 1}); the run was stopped. "
+            f"the loss or the weights became NaN or infinite in epoch {epoch + 1} (by step {step + 1}); "
+            "the run was stopped. "
             f"The learning rate {lr} is probably too large for this network and initialisation: "
             f"try a smaller one (e.g. {lr / 10:g}). Checkpoints of finished epochs are untouched.")
 

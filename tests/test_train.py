@@ -227,6 +227,31 @@ def test_nan_keeps_the_previous_epochs_checkpoint(make_loaders, tmp_path):
     assert not torch.isfinite(net.inner[1].weight).all()  # the network itself did diverge
 
 
+class NaNWeightsAfter(nn.Module):
+    """``inner``, plus a weight that turns NaN after ``after`` training steps without reaching the loss
+    (as with a fused ReLU, which maps NaN activations to 0)."""
+
+    def __init__(self, inner, after):
+        super().__init__()
+        self.inner, self.after, self.steps = inner, after, 0
+        self.unused = nn.Parameter(torch.zeros(3))
+
+    def forward(self, x):
+        if self.training:
+            self.steps += 1
+            if self.steps > self.after:
+                with torch.no_grad():
+                    self.unused.fill_(float("nan"))
+        return self.inner(x)
+
+
+def test_nan_weights_stop_the_run_even_when_the_loss_stays_finite(make_loaders):
+    net = NaNWeightsAfter(mlp(), after=1)
+    with pytest.raises(TrainingDiverged) as err:
+        train_ch6(net, *make_loaders(128), 1, 0.05, "cpu", progress=False)
+    assert "the loss or the weights became NaN" in str(err.value) and "smaller" in str(err.value)
+
+
 def test_invalid_training_arguments(make_loaders):
     loaders = make_loaders(64)
     for kwargs in (dict(num_epochs=0, lr=0.1), dict(num_epochs=1, lr=0.0), dict(num_epochs=1, lr=-1.0)):

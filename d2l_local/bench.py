@@ -10,6 +10,9 @@ after a warm-up:
 (b) d2l_local: the data set on the device as uint8, resizing there, mixed
     precision and channels_last, the step of :func:`d2l_local.train_ch6`.
 
+On the CPU it also times (b) without :mod:`d2l_local.relu_fusion`, so
+``relu_fusion_speedup`` shows what those rewrites are worth on this machine.
+
 The peak is the best throughput of square matrix multiplies, measured in the
 same run at the precision d2l_local used, so ``fraction_of_peak`` compares like
 with like.
@@ -18,6 +21,7 @@ with like.
 import contextlib
 import os
 import time
+import warnings
 
 import torch
 from torch import nn
@@ -26,7 +30,7 @@ from .allocator import keep_freed_memory
 from .data import cache_dir, load_data_fashion_mnist, place_for_torchvision
 from .models import NiN, init_weights
 from .provenance import device_name
-from .relu_fusion import fuse_relus
+from .relu_fusion import HAS_FUSED_CONV, fuse_relus
 from .space_to_depth import space_to_depth
 from .summary import training_flops_per_image
 from .train import pick_precision, quick_mode, train_step
@@ -72,7 +76,9 @@ def reference_img_per_s(device, warmup, steps):
 
     workdir = cache_dir().parent / "d2l-reference" / "work"
     place_for_torchvision(workdir.parent / "data")
-    with _inside(workdir):
+    with _inside(workdir), warnings.catch_warnings():
+        # d2l asks for 4 loader workers whatever the machine; torch warns on 2 cores
+        warnings.filterwarnings("ignore", message="This DataLoader will create")
         train_iter, _ = d2l.load_data_fashion_mnist(BATCH, resize=SIZE)
         net = NiN()
         init_weights(net, "xavier")
@@ -93,10 +99,10 @@ def reference_img_per_s(device, warmup, steps):
         return _timed_steps(step, train_iter, warmup, steps, device)
 
 
-def d2l_local_img_per_s(device, warmup, steps, precision, compile=False):
+def d2l_local_img_per_s(device, warmup, steps, precision, compile=False, fuse=True):
     train_iter, _ = load_data_fashion_mnist(BATCH, resize=SIZE, device=device)
     net = init_weights(NiN(), "d2l_local").to(device).to(memory_format=torch.channels_last)
-    model = torch.compile(net) if compile else fuse_relus(net, device)
+    model = torch.compile(net) if compile else fuse_relus(net, device) if fuse else net
     optimizer = torch.optim.SGD(net.parameters(), lr=LR)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
@@ -139,8 +145,10 @@ def run_bench(device, steps=12, warmup=3, compile=False):
     precision = pick_precision(device)
     flops_per_image = training_flops_per_image(NiN(), SIZE)
     reference = reference_img_per_s(device, warmup, steps)
+    fuses = device.type == "cpu" and HAS_FUSED_CONV and not compile
     with keep_freed_memory(device):  # part of d2l_local's training loop on the CPU
         ours = d2l_local_img_per_s(device, warmup, steps, precision, compile)
+        unfused = d2l_local_img_per_s(device, warmup, steps, precision, fuse=False) if fuses else None
         peak = matmul_peak_tflops(device, precision)
     achieved = ours * flops_per_image / 1e12
     return {
@@ -153,6 +161,8 @@ def run_bench(device, steps=12, warmup=3, compile=False):
         "reference_img_per_s": round(reference, 2),
         "d2l_local_img_per_s": round(ours, 2),
         "speedup": round(ours / reference, 3),
+        "d2l_local_unfused_img_per_s": round(unfused, 2) if unfused else None,
+        "relu_fusion_speedup": round(ours / unfused, 3) if unfused else None,
         "training_gflop_per_image": round(flops_per_image / 1e9, 3),
         "achieved_tflops": round(achieved, 4),
         "peak_tflops": round(peak, 4),

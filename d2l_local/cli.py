@@ -25,7 +25,8 @@ def cmd_train(args):
     net = models.build_model(args.model, num_1x1=args.num_1x1, head=args.head, input_size=size)
     history = train.train_ch6(net, train_iter, test_iter, args.epochs, args.lr, device, seed=args.seed,
                               init=args.init, precision=args.precision, momentum=args.momentum,
-                              weight_decay=args.weight_decay, schedule=args.schedule, compile=args.compile,
+                              weight_decay=args.weight_decay, schedule=args.schedule,
+                              clip_grad_norm=args.clip_grad_norm, compile=args.compile,
                               checkpoint=args.checkpoint, resume=args.resume, history_path=args.json,
                               progress=not args.quiet)
     print(json.dumps(history.final))
@@ -82,6 +83,7 @@ def main(argv=None):
     p.add_argument("--momentum", type=float, default=0.0)
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
+    p.add_argument("--clip-grad-norm", type=float, help="scale each step's gradient to at most this norm")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--checkpoint", help="checkpoint file, written after every epoch")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
@@ -103,7 +105,7 @@ def main(argv=None):
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("experiment", help="run a recorded experiment and write results/NAME.json")
-    p.add_argument("name", choices=[*EXPERIMENTS, "stability", "all"])
+    p.add_argument("name", choices=[*EXPERIMENTS, "stability", "stability_clip", "all"])
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--seeds", type=int, nargs="+", help="override the preset's seeds")
     p.add_argument("--only", help="run one variant only (its label, e.g. num_1x1=2); for stability, one "

@@ -120,13 +120,13 @@ def _variants(name, preset):
 def run_experiment(name, preset="cpu", *, seeds=None, only=None, verify=False, device="cpu"):
     """Run experiment ``name`` (or ``"all"``); yield the paths written."""
     if name == "all":
-        for each in [*EXPERIMENTS, "stability"]:
+        for each in [*EXPERIMENTS, "stability", "stability_clip"]:
             yield from run_experiment(each, preset, seeds=seeds, device=device)
         return
-    if name == "stability":
+    if name in ("stability", "stability_clip"):
         from .stability import run_stability
 
-        yield run_stability(preset, seeds=seeds, device=device, only=only)
+        yield run_stability(preset, seeds=seeds, device=device, only=only, clip=name == "stability_clip")
         return
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {[*EXPERIMENTS, 'stability', 'all']}")

@@ -232,8 +232,9 @@ def stability_summary(record):
     zero over the last window (a closed class map), averaged over the runs.
     """
     if record.get("complete") is False:
-        warnings.warn(f"results/stability.json holds {len(record['runs'])} runs of an experiment that was "
-                      "interrupted; run `python -m d2l_local experiment stability` again to complete it.",
+        name = record.get("experiment", "stability")
+        warnings.warn(f"results/{name}.json holds {len(record['runs'])} runs of an experiment that was "
+                      f"interrupted; run `python -m d2l_local experiment {name}` again to complete it.",
                       stacklevel=2)
     config, rows = record["config"], {}
     for init in dict.fromkeys(run["init"] for run in record["runs"]):

@@ -17,6 +17,12 @@ the largest loss of a single step in each window and, at the end, how many chann
 ReLU layer are closed (zero for every image of a fixed probe of test images).
 A closed channel passes no gradient back, so what lies below it stops learning
 through it.
+
+``python -m d2l_local experiment stability_clip`` runs the same first steps
+with d2l_local's initialisation and one change to the recipe: each step's
+gradient is scaled down to a norm of at most ``CLIP_GRAD_NORM``
+(``torch.nn.utils.clip_grad_norm_``), so that no single step can be much
+longer than a typical one.
 """
 
 import itertools
@@ -43,6 +49,10 @@ QUICK = dict(steps=4, window=2)  # D2L_LOCAL_QUICK=1: a smoke test
 LR, BATCH, SIZE = 0.1, 128, 224
 STUCK_BELOW = 0.2  # train accuracy over the last window; chance is 0.1
 PROBE_IMAGES = 256  # test images on which closed channels are counted at the end of a run
+# stability_clip: the default initialisation again, each step's gradient scaled to at most this norm.
+# In an unclipped run the gradient norm is mostly 0.4 to 1.5, with single steps of 10 to over 100.
+CLIP_GRAD_NORM = 2.0
+CLIP_INITS = ("d2l_local",)
 
 
 def closed_channels(activation):
@@ -77,7 +87,7 @@ def closed_channels_by_layer(net, probe, device, precision):
             for b, i, _ in layers]
 
 
-def first_steps(init, seed, steps, window, loaders, device):
+def first_steps(init, seed, steps, window, loaders, device, clip_grad_norm=None):
     """Loss and accuracy, averaged over windows of ``window`` steps, for the first ``steps`` steps."""
     train_iter, test_iter = loaders
     probe = torch.cat([X for X, _ in itertools.islice(test_iter, -(-PROBE_IMAGES // BATCH))])[:PROBE_IMAGES]
@@ -92,7 +102,7 @@ def first_steps(init, seed, steps, window, loaders, device):
     start = time.time()
     with space_to_depth(net, device):
         for X, y in train_iter:
-            loss, logits = train_step(net, optimizer, scaler, X, y, device, precision)
+            loss, logits = train_step(net, optimizer, scaler, X, y, device, precision, clip_grad_norm=clip_grad_norm)
             losses.append(loss.float())
             accs.append((logits.argmax(1) == y).float().mean())
             zeros.append((logits == 0).float().mean())
@@ -132,35 +142,41 @@ def _kept_runs(path, preset, config, rerun):
             if run["init"] != rerun and run["init"] in INITS]
 
 
-def run_stability(preset="cpu", seeds=None, device="cpu", only=None):
+def run_stability(preset="cpu", seeds=None, device="cpu", only=None, clip=False):
     """Run the stability experiment and write ``results/stability.json``; return its path.
 
     ``only`` runs one initialisation of ``d2l_local.models.INITS`` again and keeps the other
     initialisations' runs from the existing record, which must have the same
-    preset and config; each run keeps its own provenance.
+    preset and config; each run keeps its own provenance. ``clip`` runs the
+    variant ``stability_clip`` instead: the initialisations ``CLIP_INITS`` with each
+    step's gradient clipped to the norm ``CLIP_GRAD_NORM``, written to ``results/stability_clip.json``.
     """
+    name, inits = ("stability_clip", CLIP_INITS) if clip else ("stability", INITS)
     config = STABILITY_PRESETS[preset] | (QUICK if quick_mode() else {})
     seeds = tuple(seeds or config["seeds"])
-    if only is not None and only not in INITS:
-        raise ValueError(f"stability has no initialisation {only!r}; its initialisations are {list(INITS)}")
+    if only is not None and only not in inits:
+        raise ValueError(f"{name} has no initialisation {only!r}; its initialisations are {list(inits)}")
     device = torch.device(device)
-    path = results_dir() / "stability.json"
+    path = results_dir() / f"{name}.json"
     config = {"lr": LR, "batch_size": BATCH, "image_size": SIZE, "params": count_parameters(NiN()),
-              "stuck_below": STUCK_BELOW, "probe_images": PROBE_IMAGES, **config, "seeds": list(seeds)}
+              "stuck_below": STUCK_BELOW, "probe_images": PROBE_IMAGES, **config, "seeds": list(seeds),
+              **({"clip_grad_norm": CLIP_GRAD_NORM} if clip else {})}
     runs = _kept_runs(path, preset, config, only) if only else []
     loaders = load_data_fashion_mnist(BATCH, resize=SIZE, device=device)
+    recipe = f"SGD lr {LR}, batch {BATCH}" + (f", gradient norm clipped to {CLIP_GRAD_NORM}" if clip else "")
     record = {
-        "experiment": "stability", "preset": preset, "provenance": provenance(device),
-        "description": "First steps of the seeds' recipe (224x224 NiN, SGD lr 0.1, batch 128) by initialisation",
+        "experiment": name, "preset": preset, "provenance": provenance(device),
+        "description": f"First steps of the seeds' recipe (224x224 NiN, {recipe}) by initialisation",
         "config": config, "complete": False, "runs": [],
     }
-    order = {(init, seed): i for i, (init, seed) in enumerate(itertools.product(INITS, seeds))}
+    order = {(init, seed): i for i, (init, seed) in enumerate(itertools.product(inits, seeds))}
     with keep_freed_memory(device):
-        for init, seed in itertools.product([only] if only else INITS, seeds):
-            run = first_steps(init, seed, config["steps"], config["window"], loaders, device)
+        for init, seed in itertools.product([only] if only else inits, seeds):
+            run = first_steps(init, seed, config["steps"], config["window"], loaders, device,
+                              config.get("clip_grad_norm"))
             last_block = [f"{layer['closed']}/{layer['channels']}" for layer in run["closed_channels_at_end"]
                           if layer["block"] == run["closed_channels_at_end"][-1]["block"]]
-            print(f"[stability] init={init} seed={seed}: acc over last {config['window']} steps "
+            print(f"[{name}] init={init} seed={seed}: acc over last {config['window']} steps "
                   f"{run['final_window_acc']:.3f}, zero class scores {run['zero_score_curve'][-1]:.0%}, "
                   f"closed channels in the last block {', '.join(last_block)}"
                   f"{' STUCK' if run['stuck'] else ''}{' DEAD' if run['dead'] else ''}", flush=True)

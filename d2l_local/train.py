@@ -134,13 +134,21 @@ def evaluate_accuracy(net, data_iter, device=None, precision="fp32", max_images=
     return float(correct) / max(total, 1)
 
 
-def train_step(model, optimizer, scaler, X, y, device, precision, label_smoothing=0.0):
-    """One SGD step under mixed precision; returns the (detached) loss and the logits."""
+def train_step(model, optimizer, scaler, X, y, device, precision, label_smoothing=0.0, clip_grad_norm=None):
+    """One SGD step under mixed precision; returns the (detached) loss and the logits.
+
+    ``clip_grad_norm``: if given, scale the gradient down to at most this norm
+    (over all parameters together) before the step.
+    """
     with autocast(device, precision):
         logits = model(X)
     loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    if clip_grad_norm is not None:
+        scaler.unscale_(optimizer)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
     scaler.step(optimizer)
     scaler.update()
     return loss.detach(), logits.detach()
@@ -171,7 +179,8 @@ def _check_input_size(net, data_iter, device):
 
 def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0, init="d2l_local",
               precision="auto", momentum=0.0, weight_decay=0.0, schedule="constant", label_smoothing=0.0,
-              compile=False, checkpoint=None, resume=False, history_path=None, progress=True, plot=None):
+              clip_grad_norm=None, compile=False, checkpoint=None, resume=False, history_path=None, progress=True,
+              plot=None):
     """Train ``net`` with SGD and cross-entropy; same positional call as ``d2l.train_ch6``.
 
     Defaults are the seeds' recipe: plain SGD at ``lr``, no momentum or
@@ -183,6 +192,8 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
             ``"default"`` (PyTorch's).
         precision: ``"auto"`` (see :func:`pick_precision`), ``"bf16"``, ``"fp16"`` or ``"fp32"``.
         schedule: ``"constant"`` or ``"cosine"`` (per step, to zero).
+        clip_grad_norm: scale each step's gradient down to at most this norm
+            (``torch.nn.utils.clip_grad_norm_``); ``None`` (the seeds' recipe) never clips.
         compile: wrap the network in ``torch.compile``.
         checkpoint: path of a checkpoint written after every epoch.
         resume: continue from ``checkpoint`` if it exists; the result is the
@@ -194,6 +205,8 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
         raise ValueError(f"num_epochs must be at least 1, got {num_epochs}")
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr}")
+    if clip_grad_norm is not None and not clip_grad_norm > 0:
+        raise ValueError(f"clip_grad_norm must be positive (or None: no clipping), got {clip_grad_norm}")
     device = torch.device(device or try_gpu())
     precision = pick_precision(device, precision)
     quick = quick_mode()
@@ -204,6 +217,7 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
               "the numbers below are a smoke test, not a result.")
     config = dict(epochs=num_epochs, lr=lr, seed=seed, init=init, precision=precision, momentum=momentum,
                   weight_decay=weight_decay, schedule=schedule, label_smoothing=label_smoothing,
+                  clip_grad_norm=clip_grad_norm,
                   batch_size=getattr(train_iter, "batch_size", None),
                   image_size=getattr(train_iter, "image_size", None),
                   device=str(device), quick=quick)
@@ -259,7 +273,8 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
                        leave=False)
             for step, (X, y) in enumerate(train_iter):
                 X, y = X.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                loss, logits = train_step(model, optimizer, scaler, X, y, device, precision, label_smoothing)
+                loss, logits = train_step(model, optimizer, scaler, X, y, device, precision, label_smoothing,
+                                          clip_grad_norm)
                 if scheduler:
                     scheduler.step()
                 loss_sum += loss.detach() * len(y)

@@ -80,6 +80,21 @@ def test_stability_experiment_quick_mode_writes_its_record(subprocess_env, tmp_p
     assert json.loads((tmp_path / "results" / "stability.json").read_text()) == rerun
 
 
+def test_stability_clip_writes_its_own_record_and_leaves_stability_alone(subprocess_env, tmp_path):
+    from d2l_local.stability import CLIP_GRAD_NORM, CLIP_INITS
+
+    subprocess_env.update(D2L_LOCAL_QUICK="1", D2L_LOCAL_RESULTS=str(tmp_path / "results"))
+    result = run_module(["experiment", "stability_clip", "--seeds", "0", "1", "--device", "cpu"],
+                        subprocess_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("[stability_clip]") == 2 * len(CLIP_INITS)
+    assert not (tmp_path / "results" / "stability.json").exists()
+    record = json.loads((tmp_path / "results" / "stability_clip.json").read_text())
+    assert record["experiment"] == "stability_clip" and record["complete"] is True
+    assert record["config"]["clip_grad_norm"] == CLIP_GRAD_NORM and "clipped" in record["description"]
+    assert [(run["init"], run["seed"]) for run in record["runs"]] == [(init, s) for init in CLIP_INITS for s in (0, 1)]
+
+
 def test_diverging_run_exits_with_advice_not_a_traceback(subprocess_env, tmp_path):
     subprocess_env["D2L_LOCAL_QUICK"] = "1"
     result = run_module(["train", "--model", "paper", "--lr", "1e6", "--device", "cpu", "--quiet"],

@@ -12,6 +12,7 @@ from torch import nn
 import d2l_local
 from d2l_local import DeviceLoader, PaperNiN, TrainingDiverged, load_checkpoint, train_ch6
 from d2l_local import train as train_mod
+from d2l_local.train import train_step
 
 TIMING_KEYS = {"img_per_s", "seconds"}
 
@@ -261,6 +262,28 @@ def test_invalid_training_arguments(make_loaders):
         train_ch6(mlp(), *loaders, 1, 0.1, "cpu", schedule="step", progress=False)
     with pytest.raises(ValueError, match="precision"):
         train_ch6(mlp(), *loaders, 1, 0.1, "cpu", precision="fp8", progress=False)
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="clip_grad_norm must be positive"):
+            train_ch6(mlp(), *loaders, 1, 0.1, "cpu", clip_grad_norm=bad, progress=False)
+
+
+@pytest.mark.parametrize("max_norm", [1e-3, 1e3])
+def test_train_step_clips_the_gradient_norm(make_loaders, max_norm):
+    X, y = next(iter(make_loaders(64)[0]))
+    torch.manual_seed(0)
+    plain, clipped = mlp(), mlp()
+    clipped.load_state_dict(plain.state_dict())
+    steps = {}
+    for name, net, clip in (("plain", plain, None), ("clipped", clipped, max_norm)):
+        before = [p.detach().clone() for p in net.parameters()]
+        optimizer = torch.optim.SGD(net.parameters(), lr=1.0)
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        train_step(net, optimizer, scaler, X, y, torch.device("cpu"), "fp32", clip_grad_norm=clip)
+        steps[name] = torch.cat([(b - p.detach()).flatten() for b, p in zip(before, net.parameters())])
+    norm = steps["plain"].norm()
+    assert 1e-3 < norm < 1e3  # so that one bound clips and the other does not
+    expected = steps["plain"] * min(1.0, max_norm / norm.item())
+    torch.testing.assert_close(steps["clipped"], expected, rtol=1e-4, atol=1e-7)
 
 
 # ---------------------------------------------------------------- quick mode and the chance warning

@@ -28,6 +28,7 @@ longer than a typical one.
 import itertools
 import json
 import math
+import statistics
 import time
 
 import torch
@@ -98,11 +99,14 @@ def first_steps(init, seed, steps, window, loaders, device, clip_grad_norm=None)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     torch.manual_seed(_epoch_seed(seed, 0))
     train_iter.set_epoch(0)
-    losses, accs, zeros = [], [], []
+    losses, accs, zeros, grad_norms = [], [], [], []
     start = time.time()
     with space_to_depth(net, device):
         for X, y in train_iter:
-            loss, logits = train_step(net, optimizer, scaler, X, y, device, precision, clip_grad_norm=clip_grad_norm)
+            loss, logits, grad_norm = train_step(net, optimizer, scaler, X, y, device, precision,
+                                                 clip_grad_norm=clip_grad_norm)
+            if grad_norm is not None:
+                grad_norms.append(grad_norm.float())
             losses.append(loss.float())
             accs.append((logits.argmax(1) == y).float().mean())
             zeros.append((logits == 0).float().mean())
@@ -118,6 +122,13 @@ def first_steps(init, seed, steps, window, loaders, device, clip_grad_norm=None)
     zero_curve = [mean(zeros[i:i + window]) for i in range(0, steps, window)]
     worst = lambda xs: max(xs, key=lambda x: x if math.isfinite(x) else math.inf)  # noqa: E731
     max_loss_curve = [worst(losses[i:i + window]) for i in range(0, steps, window)]
+    clipping = {}
+    if grad_norms:  # the gradient's norm before clipping, per window: median, largest, share of steps clipped
+        norms = torch.stack(grad_norms).cpu().tolist()
+        clipping = {"grad_norm_median_curve": [statistics.median(norms[i:i + window]) for i in range(0, steps, window)],
+                    "grad_norm_max_curve": [worst(norms[i:i + window]) for i in range(0, steps, window)],
+                    "clipped_fraction_curve": [mean([n > clip_grad_norm for n in norms[i:i + window]])
+                                               for i in range(0, steps, window)]}
     return {
         "init": init, "seed": seed, "steps": steps, "window": window, "loss_curve": loss_curve,
         "max_loss_curve": max_loss_curve, "acc_curve": acc_curve, "zero_score_curve": zero_curve,
@@ -125,7 +136,7 @@ def first_steps(init, seed, steps, window, loaders, device, clip_grad_norm=None)
         "stuck": acc_curve[-1] < STUCK_BELOW, "dead": zero_curve[-1] == 1.0,
         "nonfinite": not all(map(torch.isfinite, map(torch.tensor, losses))),
         "closed_channels_at_end": closed,
-        "seconds": time.time() - start, "precision": precision,
+        "seconds": time.time() - start, "precision": precision, **clipping,
     }
 
 

@@ -135,23 +135,25 @@ def evaluate_accuracy(net, data_iter, device=None, precision="fp32", max_images=
 
 
 def train_step(model, optimizer, scaler, X, y, device, precision, label_smoothing=0.0, clip_grad_norm=None):
-    """One SGD step under mixed precision; returns the (detached) loss and the logits.
+    """One SGD step under mixed precision; returns the (detached) loss, the logits and the gradient norm.
 
     ``clip_grad_norm``: if given, scale the gradient down to at most this norm
-    (over all parameters together) before the step.
+    (over all parameters together) before the step. The returned norm is the
+    gradient's before clipping, or ``None`` when there is no clipping.
     """
     with autocast(device, precision):
         logits = model(X)
     loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    grad_norm = None
     if clip_grad_norm is not None:
         scaler.unscale_(optimizer)
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
     scaler.step(optimizer)
     scaler.update()
-    return loss.detach(), logits.detach()
+    return loss.detach(), logits.detach(), grad_norm
 
 
 def _epoch_seed(seed, epoch):
@@ -273,8 +275,8 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
                        leave=False)
             for step, (X, y) in enumerate(train_iter):
                 X, y = X.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                loss, logits = train_step(model, optimizer, scaler, X, y, device, precision, label_smoothing,
-                                          clip_grad_norm)
+                loss, logits, _ = train_step(model, optimizer, scaler, X, y, device, precision, label_smoothing,
+                                             clip_grad_norm)
                 if scheduler:
                     scheduler.step()
                 loss_sum += loss.detach() * len(y)

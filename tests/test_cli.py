@@ -56,6 +56,7 @@ def test_stability_experiment_quick_mode_writes_its_record(subprocess_env, tmp_p
         assert [layer["channels"] for layer in run["closed_channels_at_end"]][-3:] == [10, 10, 10]
         assert run["dead"] == (run["zero_score_curve"][-1] == 1.0)
         assert run["provenance"]["quick"] is True
+        assert "grad_norm_median_curve" not in run  # recorded only where the gradient is clipped
 
     # --only runs one initialisation again and keeps the other runs as they were.
     result = run_module(["experiment", "stability", "--seeds", "0", "--device", "cpu", "--only", "xavier"],
@@ -93,6 +94,11 @@ def test_stability_clip_writes_its_own_record_and_leaves_stability_alone(subproc
     assert record["experiment"] == "stability_clip" and record["complete"] is True
     assert record["config"]["clip_grad_norm"] == CLIP_GRAD_NORM and "clipped" in record["description"]
     assert [(run["init"], run["seed"]) for run in record["runs"]] == [(init, s) for init in CLIP_INITS for s in (0, 1)]
+    for run in record["runs"]:
+        windows = len(run["loss_curve"])
+        assert len(run["grad_norm_median_curve"]) == len(run["grad_norm_max_curve"]) == windows
+        assert all(0 <= share <= 1 for share in run["clipped_fraction_curve"])
+        assert all(top >= median > 0 for top, median in zip(run["grad_norm_max_curve"], run["grad_norm_median_curve"]))
 
 
 def test_diverging_run_exits_with_advice_not_a_traceback(subprocess_env, tmp_path):

@@ -273,14 +273,16 @@ def test_train_step_clips_the_gradient_norm(make_loaders, max_norm):
     torch.manual_seed(0)
     plain, clipped = mlp(), mlp()
     clipped.load_state_dict(plain.state_dict())
-    steps = {}
+    steps, norms = {}, {}
     for name, net, clip in (("plain", plain, None), ("clipped", clipped, max_norm)):
         before = [p.detach().clone() for p in net.parameters()]
         optimizer = torch.optim.SGD(net.parameters(), lr=1.0)
         scaler = torch.amp.GradScaler("cpu", enabled=False)
-        train_step(net, optimizer, scaler, X, y, torch.device("cpu"), "fp32", clip_grad_norm=clip)
+        _, _, norms[name] = train_step(net, optimizer, scaler, X, y, torch.device("cpu"), "fp32", clip_grad_norm=clip)
         steps[name] = torch.cat([(b - p.detach()).flatten() for b, p in zip(before, net.parameters())])
-    norm = steps["plain"].norm()
+    norm = steps["plain"].norm()  # lr 1: the step is the gradient
+    assert norms["plain"] is None
+    torch.testing.assert_close(norms["clipped"], norm, rtol=1e-5, atol=0)  # the norm before clipping
     assert 1e-3 < norm < 1e3  # so that one bound clips and the other does not
     expected = steps["plain"] * min(1.0, max_norm / norm.item())
     torch.testing.assert_close(steps["clipped"], expected, rtol=1e-4, atol=1e-7)

@@ -92,7 +92,8 @@ def _pool_before_relu(graph_module):
         if not _module(graph_module, relu, nn.ReLU) or len(relu.users) != 1:
             continue
         (pool,) = relu.users
-        if _module(graph_module, pool, nn.MaxPool2d):
+        pooling = _module(graph_module, pool, nn.MaxPool2d)
+        if pooling and not pooling.return_indices:
             pool.replace_input_with(relu, relu.args[0])
             pool.replace_all_uses_with(relu)
             relu.args = (pool,)

@@ -96,6 +96,15 @@ class _CountsSteps(nn.Module):
         return self.body(x)
 
 
+def test_pooling_that_returns_indices_keeps_its_relu_before_it():
+    net = nn.Sequential(nn.Identity(), nn.ReLU(), nn.MaxPool2d(2, return_indices=True))
+    fused = fuse_relus(net, "cpu")
+    assert [type(m) for m in _called_modules(fused)] == [nn.Identity, nn.ReLU, nn.MaxPool2d]
+    x = torch.randn(2, 1, 9, 9)
+    for ours, reference in zip(fused(x), net(x)):
+        torch.testing.assert_close(ours, reference)
+
+
 def test_other_devices_and_hand_written_forwards_are_left_as_they_are():
     net = NiN()
     assert fuse_relus(net, "cuda") is net

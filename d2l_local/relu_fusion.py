@@ -14,7 +14,7 @@ of those passes without changing a single finite number:
    post-operation (the fused kernel PyTorch's own compiler uses on the CPU), so
    the convolution's output is written once, already rectified.
 
-The result is a :mod:`torch.fx` copy of the network's forward pass that calls
+The result is a ``torch.fx`` copy of the network's forward pass that calls
 the same modules and parameters; the network itself is left as it is.
 Only networks built from ``torch.nn`` layers in ``nn.Sequential`` containers
 are rewritten: a tracer would freeze a hand-written ``forward``'s Python side

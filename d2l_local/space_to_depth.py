@@ -30,6 +30,8 @@ def conv2d_space_to_depth(x, weight, bias, stride, padding, conv2d=F.conv2d):
     The result is channels_last, the layout d2l_local trains in. ``conv2d``
     computes the stride-1 convolution (``conv2d(tiles, weight, bias)``).
     """
+    if torch.is_autocast_enabled(x.device.type) and x.dtype == torch.float32:  # cast as the convolution would,
+        x = x.to(torch.get_autocast_dtype(x.device.type))  # before the copies below: they move half the bytes
     out_ch, in_ch, k, _ = weight.shape
     taps = -(-k // stride)  # kernel side in tiles
     weight = F.pad(weight, (0, taps * stride - k, 0, taps * stride - k))

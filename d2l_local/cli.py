@@ -61,7 +61,7 @@ def cmd_experiment(args):
 
 def main(argv=None):
     from .data import DataError
-    from .experiments import EXPERIMENTS, PRESETS
+    from .experiments import EXPERIMENTS, PRESETS, STABILITY
     from .models import MODELS
     from .train import TrainingDiverged
 
@@ -105,7 +105,7 @@ def main(argv=None):
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("experiment", help="run a recorded experiment and write results/NAME.json")
-    p.add_argument("name", choices=[*EXPERIMENTS, "stability", "stability_clip", "all"])
+    p.add_argument("name", choices=[*EXPERIMENTS, *STABILITY, "all"])
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--seeds", type=int, nargs="+", help="override the preset's seeds")
     p.add_argument("--only", help="run one variant only (its label, e.g. num_1x1=2); for stability, one "

@@ -69,6 +69,8 @@ EXPERIMENTS = {
         ("tuned", {}, {"momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine", "label_smoothing": 0.1,
                        "lr": 0.02})]),
 }
+# The stability experiments (d2l_local.stability) write results/NAME.json too, with their own presets.
+STABILITY = ("stability", "stability_clip")
 # On the 224 network the two squeeze variants swap roles: the seeds squeeze in one step.
 GPU_VARIANTS = {"squeeze": [("one_step", {}, {}), ("gradual", {"last_block": (192, 48, 10)}, {})]}
 
@@ -120,16 +122,16 @@ def _variants(name, preset):
 def run_experiment(name, preset="cpu", *, seeds=None, only=None, verify=False, device="cpu"):
     """Run experiment ``name`` (or ``"all"``); yield the paths written."""
     if name == "all":
-        for each in [*EXPERIMENTS, "stability", "stability_clip"]:
+        for each in [*EXPERIMENTS, *STABILITY]:
             yield from run_experiment(each, preset, seeds=seeds, device=device)
         return
-    if name in ("stability", "stability_clip"):
+    if name in STABILITY:
         from .stability import run_stability
 
         yield run_stability(preset, seeds=seeds, device=device, only=only, clip=name == "stability_clip")
         return
     if name not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {name!r}; choose one of {[*EXPERIMENTS, 'stability', 'all']}")
+        raise ValueError(f"unknown experiment {name!r}; choose one of {[*EXPERIMENTS, *STABILITY, 'all']}")
     config = PRESETS[preset]
     seeds = tuple(seeds or SEEDS_FOR.get((preset, name), config["seeds"]))
     variants = [v for v in _variants(name, preset) if only in (None, v[0])]

@@ -297,7 +297,7 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
                           img_per_s=seen / seconds, seconds=seconds)
             history.epochs.append(record)
             if not quick:
-                _warn_if_at_chance(history.epochs, logits.shape[1], lr)
+                _warn_if_at_chance(history.epochs, logits.shape[1], lr, clip_grad_norm)
             if checkpoint:
                 save_checkpoint(checkpoint, dict(model=net.state_dict(), optimizer=optimizer.state_dict(),
                                                  scheduler=scheduler.state_dict() if scheduler else {},
@@ -328,7 +328,7 @@ def chance_level(num_classes):
     return 1.5 / num_classes
 
 
-def _warn_if_at_chance(epochs, num_classes, lr):
+def _warn_if_at_chance(epochs, num_classes, lr, clip_grad_norm=None):
     """Warn when the first epoch ends at chance, or a later one falls back to it (a collapse)."""
     record, at_chance = epochs[-1], chance_level(num_classes)
     if record["train_acc"] >= at_chance:
@@ -344,7 +344,9 @@ def _warn_if_at_chance(epochs, num_classes, lr):
             f"the run collapsed: train accuracy fell back to chance in epoch {record['epoch']} "
             f"({record['train_acc']:.3f}) after {best['train_acc']:.3f} in epoch {best['epoch']}; "
             f"SGD at lr {lr} threw away what the network had learnt. "
-            f"Train again with a smaller learning rate (e.g. {lr / 2:g}).", stacklevel=3)
+            f"Train again with a smaller learning rate (e.g. {lr / 2:g})"
+            + ("." if clip_grad_norm else ", or with the gradient clipped (clip_grad_norm=2: no run collapsed "
+                                          "that way in results/stability_clip.json)."), stacklevel=3)
 
 
 def _in_notebook():

@@ -354,6 +354,13 @@ def test_warns_once_when_a_run_collapses_back_to_chance(make_loaders):
         train_ch6(CollapsesAfter(32), *make_loaders(512, batch_size=32), 4, 0.05, "cpu", progress=False)
     [warning] = chance_warnings(caught)  # epochs 1 and 2 learn, 3 and 4 are at chance
     assert re.search(r"collapsed: train accuracy fell back to chance in epoch 3 .* in epoch 2", str(warning.message))
+    assert "clip_grad_norm=2" in str(warning.message)
+    with warnings.catch_warnings(record=True) as caught:  # a run that already clips is not told to clip
+        warnings.simplefilter("always")
+        train_ch6(CollapsesAfter(32), *make_loaders(512, batch_size=32), 4, 0.05, "cpu", clip_grad_norm=1e9,
+                  progress=False)
+    [warning] = chance_warnings(caught)
+    assert "collapsed" in str(warning.message) and "clip_grad_norm" not in str(warning.message)
 
 
 def test_no_chance_warning_in_quick_mode(make_loaders, monkeypatch):

@@ -35,9 +35,9 @@ browser: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m d2l_local bench --json
 
-## Re-run every experiment at PRESET (cpu or gpu) and refresh results/.
+## Re-run every experiment at PRESET (cpu or gpu), training every run again, and refresh results/.
 reproduce: $(STAMP)
-	$(PY) -m d2l_local experiment all --preset $(PRESET)
+	$(PY) -m d2l_local experiment all --preset $(PRESET) --fresh
 
 ## Execute every chapter for real and store the outputs in the notebooks.
 execute: $(STAMP)

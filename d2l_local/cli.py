@@ -3,6 +3,7 @@
 import argparse
 import json
 import sys
+import time
 
 import torch
 
@@ -54,9 +55,11 @@ def cmd_bench(args):
 def cmd_experiment(args):
     from .experiments import run_experiment
 
-    for path in run_experiment(args.name, args.preset, seeds=args.seeds, only=args.only, verify=args.verify,
-                               device=_device(args.device)):
-        print(f"wrote {path}")
+    fresh = time.time() if args.fresh else False  # one moment for all names: shared runs train once
+    for name in args.names:
+        for path in run_experiment(name, args.preset, seeds=args.seeds, only=args.only, verify=args.verify,
+                                   fresh=fresh, device=_device(args.device)):
+            print(f"{'verified' if args.verify else 'wrote'} {path}")
 
 
 def main(argv=None):
@@ -105,13 +108,15 @@ def main(argv=None):
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("experiment", help="run a recorded experiment and write results/NAME.json")
-    p.add_argument("name", choices=[*EXPERIMENTS, *STABILITY, "all"])
+    p.add_argument("names", nargs="+", metavar="name", choices=[*EXPERIMENTS, *STABILITY, "all"])
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--seeds", type=int, nargs="+", help="override the preset's seeds")
     p.add_argument("--only", help="run one variant only (its label, e.g. num_1x1=2); for stability, one "
                    "initialisation, keeping the record's other runs")
     p.add_argument("--verify", action="store_true",
                    help="re-run and compare with the recorded results instead of overwriting them")
+    p.add_argument("--fresh", action="store_true",
+                   help="train every run again instead of reusing the runs kept in results/runs/")
     p.add_argument("--device")
     p.set_defaults(func=cmd_experiment)
 

@@ -14,7 +14,9 @@ Presets:
   batch 128, 10 epochs).
 
 A run identical in preset, variant and seed is trained once and kept in
-``results/runs/``, so experiments that share a baseline share its runs.
+``results/runs/``, so experiments that share a baseline share its runs; each
+run records its own provenance. ``fresh=True`` (``--fresh``, what ``make
+reproduce`` uses) trains every run again and replaces the kept ones.
 """
 
 import hashlib
@@ -30,7 +32,7 @@ from .data import load_data_fashion_mnist
 from .models import DEFAULT_SIZE, MODELS, build_model, count_parameters
 from .provenance import REPO, provenance, results_root
 from .summary import training_flops_per_image
-from .train import load_checkpoint, quick_mode, train_ch6, write_json_atomic
+from .train import QUICK_IMAGES, evaluate_accuracy, load_checkpoint, quick_mode, train_ch6, write_json_atomic
 
 
 def results_dir():
@@ -93,20 +95,20 @@ def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
     net = build_model(model, input_size=size, **options)
     params = count_parameters(net)
     flops = training_flops_per_image(build_model(model, input_size=size, **options), size)
-    checkpoint = save_model or results_dir() / "runs" / ".in-progress.pt"
     start = time.time()
     history = train_ch6(net, *loaders, recipe["epochs"], recipe["lr"], device, seed=seed, init=recipe["init"],
                         momentum=recipe["momentum"], weight_decay=recipe["weight_decay"],
                         schedule=recipe["schedule"], label_smoothing=recipe.get("label_smoothing", 0.0),
-                        checkpoint=checkpoint, progress=False, plot=False)
-    if not save_model:
-        Path(checkpoint).unlink(missing_ok=True)
+                        checkpoint=save_model, progress=False, plot=False)
     final = history.final
     return {
         "model": model, "image_size": size, "options": options, "config": {**options, **recipe},
         "num_1x1": options.get("num_1x1", 2), "seed": seed, "params": params,
         "training_flops_per_image": flops, "history": history.epochs,
         "final_test_acc": final["test_acc"], "final_train_acc": final["train_acc"],
+        # the trained network on the whole training set in eval mode (no dropout): the gap to the test accuracy
+        "final_train_acc_eval": evaluate_accuracy(net, loaders[0], device, history.config["precision"],
+                                                  max_images=QUICK_IMAGES if quick_mode() else None),
         "seconds_per_epoch": sum(e["seconds"] for e in history.epochs) / len(history.epochs),
         "wall_seconds": time.time() - start, "precision": history.config["precision"],
         "provenance": provenance(device),
@@ -119,13 +121,25 @@ def _variants(name, preset):
     return EXPERIMENTS[name][1]
 
 
-def run_experiment(name, preset="cpu", *, seeds=None, only=None, verify=False, device="cpu"):
-    """Run experiment ``name`` (or ``"all"``); yield the paths written."""
+def run_experiment(name, preset="cpu", *, seeds=None, only=None, verify=False, fresh=False, device="cpu"):
+    """Run experiment ``name`` (or ``"all"``); yield the paths written.
+
+    ``fresh`` trains every run again instead of reusing a kept one, except
+    runs kept during this same call (so experiments that share a baseline
+    still train it once); it may also be the ``time.time()`` before which
+    kept runs are not reused.
+    """
+    if fresh is True:
+        fresh = time.time()
     if name == "all":
-        for each in [*EXPERIMENTS, *STABILITY]:
-            yield from run_experiment(each, preset, seeds=seeds, device=device)
+        if only:
+            raise ValueError("--only names a variant of one experiment; it cannot be combined with 'all'")
+        for each in [*EXPERIMENTS, *([] if verify else STABILITY)]:  # the stability runs have no --verify
+            yield from run_experiment(each, preset, seeds=seeds, verify=verify, fresh=fresh, device=device)
         return
     if name in STABILITY:
+        if verify:
+            raise ValueError(f"{name} has no --verify: run it again and compare results/{name}.json")
         from .stability import run_stability
 
         yield run_stability(preset, seeds=seeds, device=device, only=only, clip=name == "stability_clip")
@@ -149,7 +163,7 @@ def run_experiment(name, preset="cpu", *, seeds=None, only=None, verify=False, d
         for seed in seeds:
             key = _run_key(preset, config["model"], options, recipe, seed)
             cached = results_dir() / "runs" / f"{key}.json"
-            if cached.exists():
+            if cached.exists() and not (fresh and cached.stat().st_mtime < fresh):
                 record = json.loads(cached.read_text())
             else:
                 baseline = not _non_default(config["model"], options) and not overrides and seed == seeds[0]
@@ -176,10 +190,13 @@ def _verify(path, preset, variants, seeds, device, loaders):
     for label, options, overrides in variants:
         recipe = {k: config.get(k, 0.0) for k in RECIPE_KEYS} | overrides
         for seed in seeds:
-            old = next(r for r in recorded["runs"] if r["variant"] == label and r["seed"] == seed)
+            old = next((r for r in recorded["runs"] if r["variant"] == label and r["seed"] == seed), None)
+            if old is None:
+                raise ValueError(f"{path} has no run of {label} from seed {seed}; its seeds are {recorded['seeds']}")
             new = run_one(preset, options, recipe, seed, device, loaders)
             keys = ("train_loss", "train_acc", "test_acc")
-            same = all(a[k] == b[k] for a, b in zip(old["history"], new["history"]) for k in keys)
+            same = len(old["history"]) == len(new["history"]) and all(
+                a[k] == b[k] for a, b in zip(old["history"], new["history"]) for k in keys)
             print(f"[verify] {label} seed {seed}: recorded {old['final_test_acc']:.4f}, "
                   f"re-run {new['final_test_acc']:.4f} -> {'identical' if same else 'DIFFERENT'}")
             if not same:

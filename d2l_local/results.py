@@ -31,7 +31,7 @@ from .provenance import results_root
 from .train import chance_level
 
 SUMMARY_COLUMNS = ("seeds", "test acc mean", "test acc std", "test acc min", "test acc max",
-                   "train-test gap", "params", "training GFLOPs/image", "seconds/epoch")
+                   "train-test gap", "params", "training GFLOPs/image")
 
 
 def results_folder():
@@ -72,9 +72,14 @@ def variant_stats(record, variant):
 
     Keys: ``seeds`` (how many), ``acc_mean``, ``acc_std`` (sample standard
     deviation), ``acc_min``, ``acc_max`` (final test accuracy), ``gap``
-    (mean of final train accuracy minus final test accuracy), ``params``,
-    ``gflops`` (training GFLOPs per image, forward and backward),
-    ``seconds_per_epoch`` (mean over seeds).
+    (mean of final train accuracy minus final test accuracy, both measured
+    on the trained network in eval mode), ``params``, ``gflops`` (training
+    GFLOPs per image, forward and backward).
+
+    Times are left out on purpose: runs kept in ``results/runs/`` are shared
+    between experiments and were timed at different moments, on a machine
+    that may have been busy, so their times do not compare.
+    ``python -m d2l_local bench`` times networks side by side.
     """
     runs = runs_of(record, variant)
     accs = [run["final_test_acc"] for run in runs]
@@ -84,10 +89,9 @@ def variant_stats(record, variant):
         "acc_std": _std(accs),
         "acc_min": min(accs),
         "acc_max": max(accs),
-        "gap": statistics.fmean(run["final_train_acc"] - run["final_test_acc"] for run in runs),
+        "gap": statistics.fmean(run["final_train_acc_eval"] - run["final_test_acc"] for run in runs),
         "params": runs[0]["params"],
         "gflops": runs[0]["training_flops_per_image"] / 1e9,
-        "seconds_per_epoch": statistics.fmean(run["seconds_per_epoch"] for run in runs),
     }
 
 
@@ -95,22 +99,21 @@ def summary(record):
     """One row per variant (in recorded order) with its numbers over the seeds.
 
     Columns: ``seeds``; final test accuracy ``mean``, ``std`` (sample), ``min``
-    and ``max`` over the seeds; ``train-test gap``: final train accuracy minus
-    final test accuracy, averaged over seeds (the train accuracy is the running
-    mean over the last epoch, taken with dropout on, so the gap can be
-    negative); ``params``; ``training GFLOPs/image`` (forward and backward);
-    ``seconds/epoch`` (mean over seeds, on the device the record names).
+    and ``max`` over the seeds; ``train-test gap``: accuracy on the training
+    set minus accuracy on the test set, of the trained network in eval mode,
+    averaged over seeds; ``params``; ``training GFLOPs/image`` (forward and
+    backward). See :func:`variant_stats` for why there is no time column.
     """
     rows = {}
     for variant in record["variants"]:
         s = variant_stats(record, variant)
         rows[variant] = dict(zip(SUMMARY_COLUMNS, (
             s["seeds"], s["acc_mean"], s["acc_std"], s["acc_min"], s["acc_max"], s["gap"], s["params"],
-            s["gflops"], s["seconds_per_epoch"])))
+            s["gflops"])))
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "variant"
     return table.round({"test acc mean": 4, "test acc std": 4, "test acc min": 4, "test acc max": 4,
-                        "train-test gap": 4, "training GFLOPs/image": 4, "seconds/epoch": 1})
+                        "train-test gap": 4, "training GFLOPs/image": 4})
 
 
 def compare(record, base, other):
@@ -120,25 +123,28 @@ def compare(record, base, other):
     ``spread``: the larger of the two variants' min..max ranges over seeds;
     ``ranges_overlap``: whether the two min..max ranges overlap (with a few
     seeds, a difference inside the seed spread is not evidence of a real one);
-    ``params_ratio``, ``flops_ratio``, ``time_ratio``: other / base; ``base``
-    and ``other``: the :func:`variant_stats` of each. ``paired``: the seeds
-    both variants ran from, and ``wins``: on how many of them ``other`` ended
-    with the higher test accuracy (runs from one seed share their data order,
-    so this pairs like with like).
+    ``params_ratio``, ``flops_ratio``: other / base; ``base`` and ``other``:
+    the :func:`variant_stats` of each. ``paired``: the seeds both variants ran
+    from (runs from one seed share their data order, so this pairs like with
+    like); ``wins``: on how many of them ``other`` ended with the higher test
+    accuracy; ``paired_diff_mean``, ``paired_diff_std``: mean and sample
+    standard deviation of the per-seed differences (other minus base).
     """
     a, b = variant_stats(record, base), variant_stats(record, other)
     base_by_seed = {run["seed"]: run["final_test_acc"] for run in runs_of(record, base)}
     other_by_seed = {run["seed"]: run["final_test_acc"] for run in runs_of(record, other)}
     paired = sorted(base_by_seed.keys() & other_by_seed.keys())
+    diffs = [other_by_seed[seed] - base_by_seed[seed] for seed in paired]
     return {
         "acc_diff": b["acc_mean"] - a["acc_mean"],
         "paired": len(paired),
-        "wins": sum(other_by_seed[seed] > base_by_seed[seed] for seed in paired),
+        "wins": sum(diff > 0 for diff in diffs),
+        "paired_diff_mean": statistics.fmean(diffs) if diffs else float("nan"),
+        "paired_diff_std": _std(diffs) if diffs else float("nan"),
         "spread": max(a["acc_max"] - a["acc_min"], b["acc_max"] - b["acc_min"]),
         "ranges_overlap": a["acc_min"] <= b["acc_max"] and b["acc_min"] <= a["acc_max"],
         "params_ratio": b["params"] / a["params"],
         "flops_ratio": b["gflops"] / a["gflops"],
-        "time_ratio": b["seconds_per_epoch"] / a["seconds_per_epoch"],
         "base": a,
         "other": b,
     }
@@ -149,8 +155,8 @@ def describe_change(record, base, other):
 
     It states the mean final test accuracy of both, the difference in
     percentage points, whether the difference lies within the seed spread
-    (see :func:`compare`), and the ratios of parameters, training FLOPs per
-    image and time per epoch.
+    (see :func:`compare`), the per-seed differences, and the ratios of
+    parameters and training FLOPs per image.
     """
     c = compare(record, base, other)
     a, b = c["base"], c["other"]
@@ -160,9 +166,10 @@ def describe_change(record, base, other):
         spread = "beyond the seed spread (the min..max ranges over seeds do not overlap)"
     return (f"{base} -> {other}: mean test accuracy {a['acc_mean']:.4f} -> {b['acc_mean']:.4f} "
             f"({100 * c['acc_diff']:+.2f} points, {b['seeds']} seeds), {spread}; "
-            f"{other} is higher from {c['wins']} of the {c['paired']} seeds both ran from; "
+            f"{other} is higher from {c['wins']} of the {c['paired']} seeds both ran from (per-seed difference "
+            f"{100 * c['paired_diff_mean']:+.2f} ± {100 * c['paired_diff_std']:.2f} points); "
             f"parameters {a['params']:,} -> {b['params']:,} (x{c['params_ratio']:.2f}), "
-            f"training FLOPs per image x{c['flops_ratio']:.2f}, time per epoch x{c['time_ratio']:.2f}.")
+            f"training FLOPs per image x{c['flops_ratio']:.2f}.")
 
 
 def _ascii(text):

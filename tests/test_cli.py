@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -179,3 +180,33 @@ def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
     assert json.loads(path.read_text())["seeds"] == list(experiments.PRESETS["cpu"]["seeds"])
     # kernel_1x1=1 is conv1x1_count's num_1x1=2: the same runs, taken from the cache
     assert len(trained) == 20 + 3
+    since = time.time()
+    list(experiments.run_experiment("kernel_3x3", "cpu", fresh=since))  # trains every run again
+    assert len(trained) == 20 + 3 + 6
+    list(experiments.run_experiment("gap_vs_fc", "cpu", fresh=since))  # the baseline was trained since
+    assert len(trained) == 20 + 3 + 6 + 3
+    with pytest.raises(ValueError, match="cannot be combined with 'all'"):
+        list(experiments.run_experiment("all", "cpu", only="num_1x1=2"))
+    with pytest.raises(ValueError, match="stability has no --verify"):
+        list(experiments.run_experiment("stability", "cpu", verify=True))
+    with pytest.raises(ValueError, match="has no run of kernel_1x1=1 from seed 7"):
+        list(experiments.run_experiment("kernel_3x3", "cpu", verify=True, seeds=[7]))
+
+
+def test_experiment_run_records_eval_mode_train_accuracy(monkeypatch, tmp_path):
+    from d2l_local import experiments
+
+    monkeypatch.setenv("D2L_LOCAL_QUICK", "1")
+    monkeypatch.setenv("D2L_LOCAL_RESULTS", str(tmp_path))
+    loaders = experiments.load_data_fashion_mnist(64, resize=28)
+    seen = []
+
+    def spy(net, data_iter, *args, **kwargs):
+        seen.append(data_iter)
+        return 0.123
+
+    monkeypatch.setattr(experiments, "evaluate_accuracy", spy)
+    recipe = {k: experiments.PRESETS["cpu"].get(k, 0.0) for k in experiments.RECIPE_KEYS}
+    record = experiments.run_one("cpu", {}, recipe, 0, "cpu", loaders)
+    assert record["final_train_acc_eval"] == 0.123
+    assert seen == [loaders[0]]  # evaluate_accuracy (eval mode) on the training set

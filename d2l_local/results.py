@@ -26,7 +26,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from .plot import plot_mean_spread
+from .plot import ascii_text, plot_mean_spread
 from .provenance import results_root
 from .train import chance_level
 
@@ -172,13 +172,6 @@ def describe_change(record, base, other):
             f"training FLOPs per image x{c['flops_ratio']:.2f}.")
 
 
-def _ascii(text):
-    text = str(text)
-    if not text.isascii():
-        raise ValueError(f"figure text must be ASCII (Colab has no CJK fonts): {text!r}")
-    return text
-
-
 def plot_curves(record, key="test_acc", ax=None):
     """Per-epoch ``key`` of every variant: the mean over seeds and a min..max band.
 
@@ -192,10 +185,10 @@ def plot_curves(record, key="test_acc", ax=None):
     for variant in record["variants"]:
         runs = runs_of(record, variant)
         epochs = [entry["epoch"] for entry in runs[0]["history"]]
-        plot_mean_spread(ax, epochs, [[entry[key] for entry in run["history"]] for run in runs], _ascii(variant))
+        plot_mean_spread(ax, epochs, [[entry[key] for entry in run["history"]] for run in runs], ascii_text(variant))
     seeds = len(runs_of(record, record["variants"][0]))
-    ax.set(xlabel="epoch", ylabel=_ascii(key.replace("_", " ")),
-           title=_ascii(f"{record['experiment']} ({record['preset']} preset): mean, min..max over {seeds} seeds"))
+    ax.set(xlabel="epoch", ylabel=ascii_text(key.replace("_", " ")),
+           title=ascii_text(f"{record['experiment']} ({record['preset']} preset): mean, min..max over {seeds} seeds"))
     ax.set_xticks(epochs)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -274,31 +267,36 @@ def stability_runs(record):
     (started, but below ``config["stuck_below"]`` over the last window) or ``learning``. A block's
     cell lists, for each of its ReLU layers, how many channels were zero for every probe image,
     then the layers' width: ``"30/46/73 of 384"``. For a diverged run, the step loss and step are those of the
-    first window with a non-finite step loss.
+    first window with a non-finite step loss, its best window is the best before that one (none when it
+    diverged in the first window), and its closed channels are left blank: NaN weights close nothing.
     """
     config, rows = record["config"], {}
     for run in record["runs"]:
         accs, window = run["acc_curve"], run["window"]
-        best = max(range(len(accs)), key=accs.__getitem__)
         losses = run.get("max_loss_curve", [])
         if run["nonfinite"]:  # the first window with a non-finite step loss, whatever the best window
             spike = next((i for i, loss in enumerate(losses) if not math.isfinite(loss)), None)
+            best = max(range(spike or 0), key=accs.__getitem__, default=None)
         else:
+            best = max(range(len(accs)), key=accs.__getitem__)
             spike = max(range(best + 1, len(losses)), key=losses.__getitem__, default=None)
         outcome = ("diverged" if run["nonfinite"] else "dead" if run.get("dead")
                    else "collapsed" if _collapsed(run, config)
                    else "never started" if not _started(run, config) else "stuck" if run["stuck"] else "learning")
-        row = {"outcome": outcome, "best window acc": round(accs[best], 3), "best by step": (best + 1) * window,
-               "best window loss": round(run["loss_curve"][best], 3), "last window acc": round(accs[-1], 3),
+        row = {"outcome": outcome,
+               "best window acc": None if best is None else round(accs[best], 3),
+               "best by step": None if best is None else (best + 1) * window,
+               "best window loss": None if best is None else round(run["loss_curve"][best], 3),
+               "last window acc": round(accs[-1], 3),
                "largest step loss after best": None if spike is None else round(losses[spike], 3),
                "by step": None if spike is None else (spike + 1) * window}
-        layers = run.get("closed_channels_at_end", [])
+        layers = [] if run["nonfinite"] else run.get("closed_channels_at_end", [])
         for block in dict.fromkeys(layer["block"] for layer in layers):
             inside = [layer for layer in layers if layer["block"] == block]
             row[f"block {block} closed"] = (f"{'/'.join(str(layer['closed']) for layer in inside)} "
                                             f"of {inside[0]['channels']}")
         rows[run["init"], run["seed"]] = row
-    table = pd.DataFrame.from_dict(rows, orient="index").astype({"by step": "Int64"})
+    table = pd.DataFrame.from_dict(rows, orient="index").astype({"by step": "Int64", "best by step": "Int64"})
     table.index.names = ["init", "seed"]
     return table
 
@@ -321,7 +319,7 @@ def plot_stability(record, key="loss_curve"):
         for run in (run for run in record["runs"] if run["init"] == init):
             steps = [(i + 1) * run["window"] for i in range(len(run[key]))]
             ax.plot(steps, run[key], marker=".", markersize=3, alpha=0.8, label=f"seed {run['seed']}")
-        ax.set_title(_ascii(f"init={init}"), fontsize=9)
+        ax.set_title(ascii_text(f"init={init}"), fontsize=9)
         ax.grid(alpha=0.3)
         ax.set_xlabel("step")
         ax.xaxis.set_tick_params(labelbottom=True)
@@ -335,7 +333,7 @@ def plot_stability(record, key="loss_curve"):
         axes[-1].legend(handles, labels, fontsize=7, loc="center")
     else:
         axes[-1].legend(fontsize=7)
-    fig.suptitle(_ascii(f"First {config['steps']} steps, lr {config['lr']}, batch {config['batch_size']}, "
+    fig.suptitle(ascii_text(f"First {config['steps']} steps, lr {config['lr']}, batch {config['batch_size']}, "
                         f"{config['image_size']}x{config['image_size']} ({record['preset']} preset)"), fontsize=10)
     fig.tight_layout()
     return fig

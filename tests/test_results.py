@@ -3,6 +3,7 @@
 import json
 
 import matplotlib
+import pandas as pd
 import pytest
 
 matplotlib.use("Agg")
@@ -172,6 +173,14 @@ def test_stability_runs_names_each_outcome_the_spike_after_the_best_window_and_c
                 "max_loss_curve": [40.0, float("nan")]}
     row = results.stability_runs({**stability, "runs": [diverged]}).iloc[0]
     assert row["outcome"] == "diverged" and row["by step"] == 40  # the first window whose step loss is NaN
+    assert (row["best window acc"], row["best by step"]) == (0.1, 20)  # the best before it diverged
+    late = {**diverged, "acc_curve": [0.1, 0.3, 0.5], "loss_curve": [2.3, 2.0, float("nan")],
+            "max_loss_curve": [2.4, 2.1, float("inf")], "closed_channels_at_end": closed}
+    table = results.stability_runs({**stability, "runs": [late]})
+    assert (table.iloc[0]["best window acc"], table.iloc[0]["by step"]) == (0.3, 60)  # not the window after
+    assert "block 1 closed" not in table.columns  # NaN weights: closed counts mean nothing
+    first = {**diverged, "max_loss_curve": [float("nan"), float("nan")]}
+    assert pd.isna(results.stability_runs({**stability, "runs": [first]}).iloc[0]["best window acc"])
 
 
 def test_stability_summary_warns_about_an_interrupted_record(stability):

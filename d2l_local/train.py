@@ -61,9 +61,10 @@ def cpu_has_native_bf16():
 def pick_precision(device, precision="auto"):
     """Resolve ``"auto"`` to ``"bf16"``, ``"fp16"`` or ``"fp32"`` for ``device``.
 
-    On a GPU: bf16 where supported, else fp16 with a gradient scaler (Colab's
-    T4). On the CPU: bf16 only where the CPU has bf16 matrix instructions,
-    where ``python -m d2l_local bench`` measures it about twice as fast as fp32.
+    On a GPU: bf16 where it is native (compute capability 8.0, Ampere, and
+    newer), else fp16 with a gradient scaler (Colab's T4, a V100). On the CPU:
+    bf16 only where the CPU has bf16 matrix instructions, where
+    ``python -m d2l_local bench`` measures it about twice as fast as fp32.
     """
     if precision != "auto":
         if precision not in ("bf16", "fp16", "fp32"):
@@ -71,7 +72,9 @@ def pick_precision(device, precision="auto"):
         return precision
     device = torch.device(device)
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        # Not torch.cuda.is_bf16_supported(): it counts emulation (True on a T4), and cuDNN has no bf16
+        # convolutions below 8.0. The capability is that of `device`, not of the current GPU.
+        return "bf16" if torch.cuda.get_device_capability(device) >= (8, 0) else "fp16"
     return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
 
 

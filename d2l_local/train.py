@@ -353,12 +353,13 @@ def _warn_if_at_chance(epochs, num_classes, lr, clip_grad_norm=None):
 
 
 def _in_notebook():
+    # isinstance, not the class name: Colab's shell (google.colab._shell.Shell) is a subclass.
     try:
+        from ipykernel.zmqshell import ZMQInteractiveShell
         from IPython import get_ipython
     except ImportError:
         return False
-    shell = get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+    return isinstance(get_ipython(), ZMQInteractiveShell)
 
 
 def _live_plot(num_epochs):

@@ -246,8 +246,13 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
         state = load_checkpoint(checkpoint)
         # A constant-rate run may be extended; a scheduled one depends on its length.
         free = {"epochs"} if schedule == "constant" else set()
-        saved = {k: v for k, v in state["config"].items() if k not in free}
-        mine = {k: v for k, v in config.items() if k not in free}
+
+        def comparable(cfg):
+            # The device's type only: "cuda" and try_gpu()'s "cuda:0" are the same GPU, and an index
+            # names a slot, not the hardware (resuming on the CPU stays bitwise exact).
+            return {k: torch.device(v).type if k == "device" else v for k, v in cfg.items() if k not in free}
+
+        saved, mine = comparable(state["config"]), comparable(config)
         if saved != mine:
             raise ValueError(f"checkpoint {checkpoint} was written by a different run: {saved} vs {mine}. "
                              "Use another checkpoint path, or the same settings.")

@@ -256,6 +256,11 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
         if saved != mine:
             raise ValueError(f"checkpoint {checkpoint} was written by a different run: {saved} vs {mine}. "
                              "Use another checkpoint path, or the same settings.")
+        done = len(state["history"])
+        if done > num_epochs:
+            raise ValueError(f"checkpoint {checkpoint} already holds {done} epochs, more than num_epochs={num_epochs}. "
+                             f"Pass num_epochs={done} (or more) to continue it, use another checkpoint path, "
+                             "or read it with load_checkpoint.")
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler:

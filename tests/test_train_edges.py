@@ -53,3 +53,12 @@ def test_resume_accepts_the_same_device_spelt_with_an_index(make_loaders, tmp_pa
     rewrite_config(path, device="cuda:0")  # another kind of device is another run
     with pytest.raises(ValueError, match="different run"):
         train_ch6(mlp(), *make_loaders(64), 3, checkpoint=path, resume=True, **RUN)
+
+
+def test_resume_refuses_a_checkpoint_longer_than_the_run(make_loaders, tmp_path):
+    path = tmp_path / "ckpt.pt"
+    train_ch6(mlp(), *make_loaders(64), 2, checkpoint=path, **RUN)
+    with pytest.raises(ValueError, match=r"already holds 2 epochs, more than num_epochs=1\. Pass num_epochs=2"):
+        train_ch6(mlp(), *make_loaders(64), 1, checkpoint=path, resume=True, **RUN)
+    history = train_ch6(mlp(), *make_loaders(64), 2, checkpoint=path, resume=True, **RUN)  # as long: nothing to do
+    assert [r["epoch"] for r in history.epochs] == [1, 2]

@@ -31,10 +31,15 @@ from .space_to_depth import space_to_depth
 
 QUICK_IMAGES = 512
 NAN_CHECK_EVERY = 20
+# fp16's GradScaler skips each step whose gradient overflows and halves its scale (it starts at 2**16 and
+# doubles only after 2000 clean steps), so a diverged run can keep a finite loss and finite weights. Below
+# 1e-4 (30 halvings from the start) the gradients overflow fp16 (65504) even scaled down 10,000-fold, i.e.
+# exceed about 6.5e8: no run that learns gets there.
+MIN_GRAD_SCALE = 1e-4
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or the weights became NaN or infinite."""
+    """The loss or the weights became NaN or infinite, or (fp16) every step's gradient overflowed."""
 
 
 def quick_mode():
@@ -297,10 +302,10 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
                 seen += len(y)
                 bar.update()
                 if (step + 1) % NAN_CHECK_EVERY == 0 or step + 1 == steps_per_epoch:
-                    _check_finite(loss_sum, net, epoch, step, lr)
+                    _check_diverged(loss_sum, net, scaler, epoch, step, lr)
                 if max_images and seen >= max_images:
                     break
-            _check_finite(loss_sum, net, epoch, step, lr)
+            _check_diverged(loss_sum, net, scaler, epoch, step, lr)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - start
@@ -325,15 +330,19 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
     return history
 
 
-def _check_finite(loss_sum, net, epoch, step, lr):
+def _check_diverged(loss_sum, net, scaler, epoch, step, lr):
     # The weights too: a fused ReLU (relu_fusion) turns NaN into 0, so NaN weights need not reach the loss.
     finite = torch.stack([torch.isfinite(loss_sum).all(), *(p.detach().isfinite().all() for p in net.parameters())])
     if not finite.all().item():
-        raise TrainingDiverged(
-            f"the loss or the weights became NaN or infinite in epoch {epoch + 1} (by step {step + 1}); "
-            "the run was stopped. "
-            f"The learning rate {lr} is probably too large for this network and initialisation: "
-            f"try a smaller one (e.g. {lr / 10:g}). Checkpoints of finished epochs are untouched.")
+        what = "the loss or the weights became NaN or infinite"
+    elif (scale := scaler.get_scale()) < MIN_GRAD_SCALE:  # get_scale() is 1.0 without fp16
+        what = f"the fp16 gradients overflowed step after step, so every step was skipped (gradient scale {scale:.1e})"
+    else:
+        return
+    raise TrainingDiverged(
+        f"{what} in epoch {epoch + 1} (by step {step + 1}); the run was stopped. "
+        f"The learning rate {lr} is probably too large for this network and initialisation: "
+        f"try a smaller one (e.g. {lr / 10:g}). Checkpoints of finished epochs are untouched.")
 
 
 def chance_level(num_classes):

@@ -62,3 +62,20 @@ def test_resume_refuses_a_checkpoint_longer_than_the_run(make_loaders, tmp_path)
         train_ch6(mlp(), *make_loaders(64), 1, checkpoint=path, resume=True, **RUN)
     history = train_ch6(mlp(), *make_loaders(64), 2, checkpoint=path, resume=True, **RUN)  # as long: nothing to do
     assert [r["epoch"] for r in history.epochs] == [1, 2]
+
+
+# ---------------------------------------------------------------- divergence under fp16
+
+
+def test_fp16_run_whose_every_step_is_skipped_raises_training_diverged(make_loaders):
+    # Every gradient of the first layer overflows, the GradScaler skips every step and halves its scale:
+    # the loss and the weights stay finite, so only the scale shows that the run has diverged.
+    net = mlp()
+    net[1].weight.register_hook(lambda grad: torch.full_like(grad, float("inf")))
+    before = [p.detach().clone() for p in net.parameters()]
+    with pytest.raises(train_mod.TrainingDiverged) as err:  # 64 steps of 32; the scale is below 1e-4 after 30
+        # init="default" leaves the weights as they are, so that they can be compared afterwards
+        train_ch6(net, *make_loaders(2048, batch_size=32), 1, init="default", precision="fp16", **RUN)
+    assert "every step was skipped" in str(err.value) and "smaller" in str(err.value)
+    assert "epoch 1 (by step 40)" in str(err.value)  # the first check after the scale fell below 1e-4
+    assert all(torch.equal(b, p) for b, p in zip(before, net.parameters()))  # no step was taken

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .allocator import keep_freed_memory
+from .data import DeviceLoader
 from .models import init_weights, min_input_size
 from .relu_fusion import fuse_relus
 from .space_to_depth import space_to_depth
@@ -169,20 +170,23 @@ def _epoch_seed(seed, epoch):
 
 
 def _check_input_size(net, data_iter, device):
-    size = getattr(data_iter, "image_size", None)
-    if size is None:
+    """Run one of the loader's images through ``net``; say so when they are smaller than it accepts."""
+    if not isinstance(data_iter, DeviceLoader):
         return
+    X = data_iter.preprocess(data_iter.images[:1]).to(device)  # the loader's own channels and size
     try:
         with torch.no_grad():
-            net.eval()(torch.zeros(1, 1, size, size, device=device))
+            net.eval()(X)
     except RuntimeError as err:
         try:
-            side = min_input_size(net)
-            smallest = f"the smallest input it accepts is {side}x{side}"
-        except ValueError:
-            smallest = "it was built for one fixed input size"
-        raise ValueError(f"{size}x{size} images do not fit {type(net).__name__}: {smallest}. "
-                         f"Choose resize accordingly (the seeds use 224). ({err})") from None
+            side = min_input_size(net, in_channels=X.shape[1])
+        except ValueError:  # no size fits (other channels, a fixed input size...): not a resize problem
+            side = 0
+        size = X.shape[-1]
+        if size >= side:
+            raise  # the network's own error, unchanged
+        raise ValueError(f"{size}x{size} images do not fit {type(net).__name__}: the smallest input it accepts "
+                         f"is {side}x{side}. Choose resize accordingly (the seeds use 224). ({err})") from None
     finally:
         net.train()
 

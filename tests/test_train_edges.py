@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from d2l_local import load_checkpoint, train_ch6
+from d2l_local import DeviceLoader, NiN, load_checkpoint, train_ch6
 from d2l_local import train as train_mod
 
 RUN = dict(lr=0.05, device="cpu", progress=False)
@@ -79,3 +79,32 @@ def test_fp16_run_whose_every_step_is_skipped_raises_training_diverged(make_load
     assert "every step was skipped" in str(err.value) and "smaller" in str(err.value)
     assert "epoch 1 (by step 40)" in str(err.value)  # the first check after the scale fell below 1e-4
     assert all(torch.equal(b, p) for b, p in zip(before, net.parameters()))  # no step was taken
+
+
+# ---------------------------------------------------------------- the input check before training
+
+
+def test_too_small_images_are_blamed_on_resize(make_loaders):
+    train_iter, test_iter = make_loaders(64)
+    train_iter.resize = 32  # NiN needs at least 67x67
+    with pytest.raises(ValueError, match=r"32x32 images do not fit NiN: the smallest input it accepts is 67x67"):
+        train_ch6(NiN(), train_iter, test_iter, 1, **RUN)
+
+
+def test_other_errors_of_the_network_are_raised_unchanged(make_loaders):
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    with pytest.raises(RuntimeError, match="expected input.* to have 3 channels, but got 1 channels"):
+        train_ch6(net, *make_loaders(64), 1, **RUN)  # Fashion-MNIST is grey: a channel mismatch, not a size one
+
+
+class ColourLoader(DeviceLoader):
+    """Three-channel images (the grey ones, repeated)."""
+
+    def preprocess(self, images_uint8):
+        return super().preprocess(images_uint8).repeat(1, 3, 1, 1)
+
+
+def test_the_input_check_uses_the_loaders_channels(make_loaders):
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    history = train_ch6(net, *make_loaders(64, cls=ColourLoader), 1, **RUN)
+    assert len(history.epochs) == 1

@@ -355,16 +355,25 @@ def chance_level(num_classes):
 
 
 def _warn_if_at_chance(epochs, num_classes, lr, clip_grad_norm=None):
-    """Warn when the first epoch ends at chance, or a later one falls back to it (a collapse)."""
-    record, at_chance = epochs[-1], chance_level(num_classes)
-    if record["train_acc"] >= at_chance:
+    """Warn when the first epoch ends at chance, or a later one falls back to it (a collapse).
+
+    An epoch is at chance when its train and its test accuracy both are: the train accuracy is the mean
+    over the epoch (dropout on), low for a run that starts learning late in it.
+    """
+    level = chance_level(num_classes)
+
+    def at_chance(record):
+        return record["train_acc"] < level and record["test_acc"] < level
+
+    record = epochs[-1]
+    if not at_chance(record):
         return
     if record["epoch"] == 1:
         warnings.warn(
             f"accuracy is still at chance after the first epoch (train {record['train_acc']:.3f}, "
             f"test {record['test_acc']:.3f}): the network has not started learning. "
             "Try init='d2l_local' (the default) or a smaller learning rate.", stacklevel=3)
-    elif epochs[-2]["train_acc"] >= at_chance:
+    elif not at_chance(epochs[-2]):
         best = max(epochs[:-1], key=lambda r: r["train_acc"])
         warnings.warn(
             f"the run collapsed: train accuracy fell back to chance in epoch {record['epoch']} "

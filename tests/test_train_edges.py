@@ -1,6 +1,8 @@
 """train_ch6's edge cases: notebook detection, resume, fp16 divergence, input checks, atomic writes;
 and layer_summary/block_shapes leaving the caller's network alone."""
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -108,3 +110,24 @@ def test_the_input_check_uses_the_loaders_channels(make_loaders):
     net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
     history = train_ch6(net, *make_loaders(64, cls=ColourLoader), 1, **RUN)
     assert len(history.epochs) == 1
+
+
+# ---------------------------------------------------------------- the chance warning
+
+
+def chance_warnings_of(*accuracies):
+    """The chance warnings after the last of these epochs, given as (train_acc, test_acc)."""
+    epochs = [dict(epoch=i + 1, train_acc=train, test_acc=test) for i, (train, test) in enumerate(accuracies)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_mod._warn_if_at_chance(epochs, 10, 0.1)
+    return [str(w.message) for w in caught]
+
+
+def test_a_run_that_starts_learning_late_in_epoch_1_is_not_at_chance():
+    assert chance_warnings_of((0.14, 0.6)) == []  # the mean train accuracy is low, the test accuracy is not
+    [message] = chance_warnings_of((0.10, 0.11))
+    assert "has not started learning" in message
+    [message] = chance_warnings_of((0.14, 0.6), (0.10, 0.10))  # a late start counts as a start
+    assert "collapsed" in message
+    assert chance_warnings_of((0.10, 0.11), (0.10, 0.10)) == []  # still not started: warned after epoch 1

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from d2l_local import DeviceLoader, NiN, load_checkpoint, train_ch6
+from d2l_local import DeviceLoader, NiN, PaperNiN, block_shapes, layer_summary, load_checkpoint, train_ch6
 from d2l_local import train as train_mod
 
 RUN = dict(lr=0.05, device="cpu", progress=False)
@@ -131,3 +131,37 @@ def test_a_run_that_starts_learning_late_in_epoch_1_is_not_at_chance():
     [message] = chance_warnings_of((0.14, 0.6), (0.10, 0.10))  # a late start counts as a start
     assert "collapsed" in message
     assert chance_warnings_of((0.10, 0.11), (0.10, 0.10)) == []  # still not started: warned after epoch 1
+
+
+# ---------------------------------------------------------------- layer_summary and block_shapes
+
+
+def test_layer_summary_leaves_the_callers_network_alone():
+    net = PaperNiN().eval()
+    net(torch.randn(2, 1, 28, 28)).sum().backward()  # gradients the caller may still want
+    params = list(net.parameters())
+    values, grads = [p.detach().clone() for p in params], [p.grad.clone() for p in params]
+    cost = layer_summary(net, (2, 1, 28, 28), device="meta")  # another device than the network's
+    assert cost.params == sum(p.numel() for p in params)
+    assert list(net.parameters()) == params and not net.training
+    for p, value, grad in zip(params, values, grads):
+        assert p.device.type == "cpu" and torch.equal(p, value)
+        assert p.grad is not None and torch.equal(p.grad, grad)
+
+
+class OnDeviceOf(nn.Module):
+    """Passes its input through, after checking that it is on the device of its parameter."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        assert x.device == self.weight.device, (x.device, self.weight.device)
+        return x
+
+
+def test_block_shapes_builds_its_input_where_the_network_is():
+    net = nn.Sequential(OnDeviceOf(), nn.Flatten()).to("meta")  # as a network on a GPU
+    assert block_shapes(net, (1, 1, 4, 4)) == [("OnDeviceOf", (1, 1, 4, 4)), ("Flatten", (1, 16))]
+    assert block_shapes(nn.Sequential(nn.Flatten()), (1, 1, 4, 4)) == [("Flatten", (1, 16))]  # no parameters

@@ -15,6 +15,7 @@ a few hundred images), as CI does when it executes the notebooks.
 import json
 import math
 import os
+import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -104,21 +105,35 @@ class History:
         return self.epochs[-1] if self.epochs else {}
 
 
-def write_json_atomic(path, obj):
+def _write_atomic(path, write):
+    """Call ``write(file)`` on a new temp file next to ``path``, then rename it over ``path``.
+
+    Readers see the old file or the new one, never a partial one; on any error
+    (Ctrl-C included) the temp file is removed and ``path`` is left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")  # a unique name
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename, so a crash cannot leave an empty file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path, obj):
+    """Write ``obj`` as indented UTF-8 JSON, atomically."""
+    text = json.dumps(obj, indent=1, ensure_ascii=False) + "\n"
+    _write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def save_checkpoint(path, state):
-    """Write ``state`` with ``torch.save`` atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Write ``state`` with ``torch.save``, atomically."""
+    _write_atomic(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path):

@@ -133,6 +133,27 @@ def test_a_run_that_starts_learning_late_in_epoch_1_is_not_at_chance():
     assert chance_warnings_of((0.10, 0.11), (0.10, 0.10)) == []  # still not started: warned after epoch 1
 
 
+# ---------------------------------------------------------------- atomic writes
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, OSError])
+def test_a_failed_checkpoint_write_keeps_the_previous_one_and_no_temp_file(tmp_path, monkeypatch, error):
+    path = tmp_path / "ckpt.pt"
+    train_mod.save_checkpoint(path, {"epoch": torch.tensor(1)})
+    train_mod.write_json_atomic(tmp_path / "history.json", {"epochs": [1]})
+
+    def save_half_then_fail(obj, f):
+        f.write(b"half a checkpoint")
+        raise error
+
+    monkeypatch.setattr(torch, "save", save_half_then_fail)
+    with pytest.raises(error):
+        train_mod.save_checkpoint(path, {"epoch": torch.tensor(2)})
+    assert load_checkpoint(path) == {"epoch": torch.tensor(1)}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "history.json"]
+    assert (tmp_path / "history.json").read_text() == '{\n "epochs": [\n  1\n ]\n}\n'
+
+
 # ---------------------------------------------------------------- layer_summary and block_shapes
 
 

@@ -417,10 +417,33 @@ def test_try_gpu_falls_back_to_cpu(monkeypatch):
 
 def test_pick_precision():
     assert d2l_local.pick_precision("cpu", "fp32") == "fp32"
-    assert d2l_local.pick_precision("cpu") in ("bf16", "fp32")
+    assert d2l_local.pick_precision("cuda", "fp16") == "fp16"  # an explicit choice is kept as is
     with pytest.raises(ValueError):
         d2l_local.pick_precision("cpu", "half")
 
+
+def test_pick_precision_on_this_cpu():
+    # read the flags here rather than through cpu_has_native_bf16, so that a wrong reading fails
+    with open("/proc/cpuinfo") as f:
+        flags = f.read()
+    native = " avx512_bf16" in flags or " amx_bf16" in flags
+    assert d2l_local.pick_precision("cpu") == ("bf16" if native else "fp32")
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
+def test_pick_precision_cpu_follows_its_bf16_instructions(monkeypatch, native, expected):
+    monkeypatch.setattr(train_mod, "cpu_has_native_bf16", lambda: native)
+    assert d2l_local.pick_precision("cpu") == expected
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), "fp16"), ((7, 0), "fp16"), ((8, 0), "bf16"),
+                                                  ((9, 0), "bf16")])
+def test_pick_precision_gpu_uses_bf16_only_where_native(monkeypatch, capability, expected):
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: asked.append(device) or capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what torch 2.x says on a T4
+    assert d2l_local.pick_precision("cuda:1") == expected
+    assert asked == [torch.device("cuda:1")]  # the capability of the device asked about, not the current one
 
 
 def test_keep_freed_memory_sets_and_restores_glibc_options(monkeypatch):

@@ -70,8 +70,8 @@ def pick_precision(device, precision="auto"):
 
     On a GPU: bf16 where it is native (compute capability 8.0, Ampere, and
     newer), else fp16 with a gradient scaler (Colab's T4, a V100). On the CPU:
-    bf16 only where the CPU has bf16 matrix instructions, where
-    ``python -m d2l_local bench`` measures it about twice as fast as fp32.
+    bf16 only where the CPU has bf16 matrix instructions (AMX or AVX512-BF16),
+    fp32 elsewhere (without them oneDNN has no fast bf16 kernels).
     """
     if precision != "auto":
         if precision not in ("bf16", "fp16", "fp32"):

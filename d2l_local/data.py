@@ -16,7 +16,6 @@ converted, resized and normalised there.
 import gzip
 import hashlib
 import os
-import shutil
 import tempfile
 import urllib.request
 import zlib
@@ -277,12 +276,3 @@ def load_data_fashion_mnist(batch_size, resize=None, *, device=None, seed=0, dat
     return (DeviceLoader(train_images, train_labels, batch_size, shuffle=True, **common),
             DeviceLoader(*sets["test"], batch_size, shuffle=False, **common))
 
-
-def copy_tree(source, target):
-    """Copy the four files from ``source`` to ``target`` (used by tests and the CLI)."""
-    target = Path(target)
-    target.mkdir(parents=True, exist_ok=True)
-    for name in SHA256:
-        path = _file_in(Path(source), name)
-        shutil.copyfile(path, target / path.name)
-    return target

@@ -35,7 +35,8 @@ MIRRORS = (
     "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/",
 )
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
-DEBIAN_HINT = "sudo apt-get install dataset-fashion-mnist"
+DEBIAN_PACKAGE = "dataset-fashion-mnist"
+DEBIAN_HINT = f"sudo apt-get install {DEBIAN_PACKAGE}"
 TEXT_LABELS = ("t-shirt", "trouser", "pullover", "dress", "coat",
                "sandal", "shirt", "sneaker", "bag", "ankle boot")
 
@@ -88,6 +89,20 @@ def find_data_dir():
         "or download it with `python -m d2l_local data --fetch` where there is internet.")
 
 
+def _repair_advice(path):
+    """How to replace the damaged file ``path``, which depends on the folder it is in."""
+    folder = Path(path).parent
+    explicit = os.environ.get("FASHION_MNIST_DIR")
+    if folder == SYSTEM_DIR:
+        return (f"Reinstall the package (`sudo apt-get install --reinstall {DEBIAN_PACKAGE}`), "
+                "or set FASHION_MNIST_DIR to a folder holding good copies.")
+    if explicit and folder == Path(explicit):
+        return "Replace it there with a good copy, or unset FASHION_MNIST_DIR."
+    if folder == cache_dir():
+        return "Delete it and download it again (`python -m d2l_local data --fetch`)."
+    return "Replace it with a good copy."
+
+
 def read_payload(path, name):
     """Decompressed bytes of ``path``, checked against the SHA-256 of ``name``."""
     raw = Path(path).read_bytes()
@@ -96,11 +111,11 @@ def read_payload(path, name):
     except (OSError, EOFError, zlib.error) as err:
         raise DataError(f"{path} is truncated or corrupt ({err}); expected SHA-256 {SHA256[name]} of the "
                         f"decompressed file, the raw file's is {hashlib.sha256(raw).hexdigest()}. "
-                        "Delete it and fetch it again (`python -m d2l_local data --fetch`).") from err
+                        + _repair_advice(path)) from err
     actual = hashlib.sha256(payload).hexdigest()
     if actual != SHA256[name]:
         raise DataError(f"{path} is truncated or corrupt: expected SHA-256 {SHA256[name]}, got {actual}. "
-                        "Delete it and fetch it again (`python -m d2l_local data --fetch`).")
+                        + _repair_advice(path))
     return payload
 
 

@@ -98,7 +98,7 @@ def test_truncated_gz_names_file_and_expected_digest(data_copy):
     assert str(path) in message
     assert "truncated or corrupt" in message
     assert data_mod.SHA256[SMALLEST] in message
-    assert "Delete it" in message and "--fetch" in message
+    assert "Replace it there" in message and "unset FASHION_MNIST_DIR" in message
 
 
 def test_corrupt_payload_gives_expected_and_actual_digest(data_copy):
@@ -112,7 +112,7 @@ def test_corrupt_payload_gives_expected_and_actual_digest(data_copy):
     assert str(path) in message
     assert data_mod.SHA256[SMALLEST] in message
     assert hashlib.sha256(bytes(payload)).hexdigest() in message
-    assert "Delete it" in message
+    assert "Replace it there" in message
 
 
 def test_corrupt_decompressed_file(data_copy):
@@ -123,6 +123,31 @@ def test_corrupt_decompressed_file(data_copy):
         data_mod.load_tensors()
     assert hashlib.sha256(bad).hexdigest() in str(err.value)
     assert data_mod.SHA256[SMALLEST] in str(err.value)
+
+
+@pytest.mark.parametrize("where, advice", [
+    ("system", ["apt-get install --reinstall dataset-fashion-mnist", "FASHION_MNIST_DIR"]),
+    ("variable", ["Replace it there", "unset FASHION_MNIST_DIR"]),
+    ("cache", ["Delete it", "python -m d2l_local data --fetch"]),
+    ("elsewhere", ["Replace it with a good copy"]),
+])
+def test_corrupt_file_advice_depends_on_where_it_is(where, advice, tmp_path, monkeypatch):
+    # --fetch writes only into the cache, so only there is "delete it and fetch" the way out.
+    folder = {"system": tmp_path / "system", "variable": tmp_path / "variable",
+              "cache": data_mod.cache_dir(), "elsewhere": tmp_path / "elsewhere"}[where]
+    monkeypatch.setattr(data_mod, "SYSTEM_DIR", tmp_path / "system")
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path / "variable"))
+    folder.mkdir(parents=True)
+    bad = b"\x00" * 100
+    (folder / SMALLEST).write_bytes(bad)
+    with pytest.raises(DataError) as err:
+        data_mod.read_payload(folder / SMALLEST, SMALLEST)
+    message = str(err.value)
+    assert data_mod.SHA256[SMALLEST] in message and hashlib.sha256(bad).hexdigest() in message
+    for words in advice:
+        assert words in message
+    if where != "cache":
+        assert "--fetch" not in message  # fetching would not replace this file
 
 
 def test_damaged_deflate_stream_gives_data_error(data_copy):

@@ -63,11 +63,14 @@ def _has_all(folder):
     return all(_file_in(folder, name) for name in SHA256)
 
 
-def find_data_dir():
+def find_data_dir(download=False):
     """The first folder in the search order that holds all four files.
 
-    Raises :class:`DataError` when ``$FASHION_MNIST_DIR`` is set but incomplete
-    (it is never skipped silently), or when no folder has the files.
+    With ``download``, when ``$FASHION_MNIST_DIR`` is unset and no folder has
+    the files, they are fetched into the cache (see :func:`fetch`) and the
+    cache is returned. Raises :class:`DataError` when ``$FASHION_MNIST_DIR`` is
+    set but incomplete (it is never skipped silently), or when no folder has
+    the files (and the download, if tried, failed).
     """
     explicit = os.environ.get("FASHION_MNIST_DIR")
     if explicit:
@@ -83,10 +86,16 @@ def find_data_dir():
     for folder in (SYSTEM_DIR, cache_dir()):
         if _has_all(folder):
             return folder
-    raise DataError(
-        "Fashion-MNIST not found in $FASHION_MNIST_DIR, "
-        f"{SYSTEM_DIR} or {cache_dir()}. Install it with `{DEBIAN_HINT}`, "
-        "or download it with `python -m d2l_local data --fetch` where there is internet.")
+    not_found = f"Fashion-MNIST not found in $FASHION_MNIST_DIR, {SYSTEM_DIR} or {cache_dir()}"
+    if not download:
+        raise DataError(f"{not_found}. Install it with `{DEBIAN_HINT}`, "
+                        "or download it with `python -m d2l_local data --fetch` where there is internet.")
+    print(f"[d2l_local] {not_found}; downloading it into the cache from the official mirrors")
+    try:
+        return fetch()
+    except DataError as err:
+        raise DataError(f"{not_found}, and downloading it failed: {err} "  # err says how to install it
+                        "Or point FASHION_MNIST_DIR at a folder holding the four IDX files.") from err
 
 
 def _repair_advice(path):
@@ -130,8 +139,12 @@ def _parse_idx(payload, name):
 
 
 def load_tensors(folder=None):
-    """``{"train": (images, labels), "test": (images, labels)}`` as CPU uint8/int64 tensors."""
-    folder = Path(folder) if folder else find_data_dir()
+    """``{"train": (images, labels), "test": (images, labels)}`` as CPU uint8/int64 tensors.
+
+    Without ``folder``, the files are looked up, and downloaded if need be, by
+    :func:`find_data_dir`.
+    """
+    folder = Path(folder) if folder else find_data_dir(download=True)
     arrays = {}
     for name in SHA256:
         path = _file_in(folder, name)
@@ -198,9 +211,10 @@ def place_for_torchvision(root="../data"):
 
     ``d2l.load_data_fashion_mnist`` (root ``../data``) then finds the files in
     ``ROOT/FashionMNIST/raw/`` and skips its download, so the seeds' code runs
-    unchanged and offline.
+    unchanged and offline (where there is internet, missing files are first
+    downloaded into the cache, as :func:`load_tensors` does).
     """
-    source = find_data_dir()
+    source = find_data_dir(download=True)
     raw_dir = Path(root) / "FashionMNIST" / "raw"
     for name in SHA256:
         target = raw_dir / name

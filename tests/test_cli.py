@@ -5,9 +5,22 @@ import subprocess
 import sys
 
 import pytest
+from test_data import offline  # noqa: F401 - autouse fixture
 
 from d2l_local import cli
 from d2l_local.models import INITS
+
+CLOSED_PORT = "http://127.0.0.1:9"
+
+
+@pytest.fixture
+def subprocess_env(subprocess_env):
+    """conftest's, with proxies at a closed port, so that a child process cannot download either."""
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        subprocess_env[name] = CLOSED_PORT
+    for name in ("no_proxy", "NO_PROXY"):
+        subprocess_env.pop(name, None)
+    return subprocess_env
 
 
 def run_module(args, env, cwd, timeout=300):

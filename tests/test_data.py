@@ -44,14 +44,34 @@ def no_partial_files(folder):
     return [p for p in Path(folder).rglob("*") if p.name.endswith(".part")] == []
 
 
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """No test reaches the network: a download fails as it does offline, unless the test fakes ``urlopen``."""
+
+    def urlopen(url, timeout=None):
+        raise urllib.error.URLError("no network in the tests")
+
+    monkeypatch.setattr(data_mod.urllib.request, "urlopen", urlopen)
+
+
+@pytest.fixture
+def nothing_installed(tmp_path, monkeypatch):
+    """No $FASHION_MNIST_DIR and no Debian copy: only the (empty, temporary) cache is left."""
+    monkeypatch.delenv("FASHION_MNIST_DIR")
+    monkeypatch.setattr(data_mod, "SYSTEM_DIR", tmp_path / "no-system-copy")
+
+
 # ---------------------------------------------------------------- error messages
 
 
 def test_missing_directory_says_what_to_do(tmp_path, monkeypatch):
     missing = tmp_path / "nowhere"
     monkeypatch.setenv("FASHION_MNIST_DIR", str(missing))
+    calls = []
+    monkeypatch.setattr(data_mod.urllib.request, "urlopen", fake_urlopen(lambda name, url: b"", calls))
     with pytest.raises(DataError) as err:
         load_data_fashion_mnist(64, device="cpu")
+    assert calls == []  # a wrong $FASHION_MNIST_DIR is reported, not replaced by a download
     message = str(err.value)
     assert str(missing) in message
     assert "not a directory" in message and "FASHION_MNIST_DIR" in message
@@ -78,14 +98,23 @@ def test_missing_file_in_given_folder(data_copy):
     assert "apt-get install dataset-fashion-mnist" in message or "--fetch" in message
 
 
-def test_nothing_found_anywhere(tmp_path, monkeypatch):
-    monkeypatch.delenv("FASHION_MNIST_DIR")
-    monkeypatch.setattr(data_mod, "SYSTEM_DIR", tmp_path / "no-system-copy")
+def test_nothing_found_anywhere(nothing_installed):
     with pytest.raises(DataError) as err:
         d2l_local.find_data_dir()
     message = str(err.value)
     assert "no-system-copy" in message and "apt-get install dataset-fashion-mnist" in message
     assert "--fetch" in message
+
+
+def test_nothing_found_and_download_fails_says_both(nothing_installed, capsys):
+    with pytest.raises(DataError) as err:
+        load_data_fashion_mnist(64, device="cpu")
+    message = str(err.value)
+    assert "no-system-copy" in message and str(data_mod.cache_dir()) in message
+    assert "downloading it failed" in message and "no network in the tests" in message
+    assert "apt-get install dataset-fashion-mnist" in message and "FASHION_MNIST_DIR" in message
+    assert "downloading it into the cache" in capsys.readouterr().out
+    assert not data_mod.cache_dir().exists() or list(data_mod.cache_dir().iterdir()) == []
 
 
 def test_truncated_gz_names_file_and_expected_digest(data_copy):
@@ -351,6 +380,21 @@ def test_fetch_downloads_and_verifies(real_data_dir, tmp_path, monkeypatch):
     assert sorted(p.name for p in folder.iterdir()) == sorted(f"{n}.gz" for n in NAMES)
     assert len(calls) == 4 and all(url.startswith(data_mod.MIRRORS[0]) for url in calls)
     check_tensors(data_mod.load_tensors(folder))
+
+
+def test_loader_downloads_into_the_cache_when_nothing_is_found(nothing_installed, real_data_dir, fashion,
+                                                               monkeypatch):
+    calls = []
+    monkeypatch.setattr(data_mod.urllib.request, "urlopen",
+                        fake_urlopen(lambda name, url: gz_of(real_data_dir, name), calls))
+    _, test_iter = load_data_fashion_mnist(256, device="cpu")
+    assert len(calls) == 4
+    cache = data_mod.cache_dir()
+    for name in NAMES:
+        assert hashlib.sha256(payload_of(cache, name)).hexdigest() == data_mod.SHA256[name]
+    assert torch.equal(test_iter.images, fashion["test"][0])
+    assert d2l_local.find_data_dir() == cache  # the next run finds them there, without the network
+    assert no_partial_files(cache)
 
 
 def test_fetch_uses_the_cache_by_default(real_data_dir, tmp_path, monkeypatch):

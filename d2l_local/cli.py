@@ -35,9 +35,7 @@ def cmd_train(args):
 def cmd_data(args):
     from . import data
 
-    if args.fetch:
-        print(f"fetched into {data.fetch()}")
-    folder = data.find_data_dir()
+    folder = data.find_data_dir(download=args.fetch)  # fetches only if no folder has the files
     sets = data.load_tensors(folder)  # verifies every SHA-256
     print(f"Fashion-MNIST: {folder} (verified: {len(sets['train'][1])} train, {len(sets['test'][1])} test images)")
     if args.torchvision_root:
@@ -92,7 +90,8 @@ def main(argv=None):
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("data", help="find, verify or fetch Fashion-MNIST and say where it is")
-    p.add_argument("--fetch", action="store_true", help="download into the cache if needed (needs internet)")
+    p.add_argument("--fetch", action="store_true",
+                   help="download into the cache if no folder has the files (needs internet)")
     p.add_argument("--torchvision-root", help="also place decompressed copies for torchvision/d2l here")
     p.set_defaults(func=cmd_data)
 

@@ -5,9 +5,10 @@ import subprocess
 import sys
 
 import pytest
-from test_data import offline  # noqa: F401 - autouse fixture
+from test_data import fake_urlopen, gz_of, nothing_installed, offline  # noqa: F401 - offline: autouse fixture
 
 from d2l_local import cli
+from d2l_local import data as data_mod
 from d2l_local.models import INITS
 
 CLOSED_PORT = "http://127.0.0.1:9"
@@ -158,6 +159,32 @@ def test_data_command_reports_missing_data(tmp_path, monkeypatch, capsys):
     assert cli.main(["data"]) == 2
     err = capsys.readouterr().err
     assert "nowhere" in err and "not a directory" in err
+
+
+def test_data_fetch_does_not_download_data_that_is_there(real_data_dir, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(data_mod.urllib.request, "urlopen", fake_urlopen(lambda name, url: b"", calls))
+    assert cli.main(["data", "--fetch"]) == 0
+    assert calls == []
+    out = capsys.readouterr().out
+    assert f"Fashion-MNIST: {real_data_dir} (verified" in out
+
+
+@pytest.mark.usefixtures("nothing_installed")
+def test_data_fetch_downloads_when_no_folder_has_the_data(real_data_dir, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(data_mod.urllib.request, "urlopen",
+                        fake_urlopen(lambda name, url: gz_of(real_data_dir, name), calls))
+    assert cli.main(["data", "--fetch"]) == 0
+    assert len(calls) == 4
+    assert f"Fashion-MNIST: {data_mod.cache_dir()} (verified" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("nothing_installed")
+def test_data_fetch_offline_with_no_data_says_what_to_install(capsys):
+    assert cli.main(["data", "--fetch"]) == 2
+    err = capsys.readouterr().err
+    assert "downloading it failed" in err and "apt-get install dataset-fashion-mnist" in err
 
 
 def test_pyproject_does_not_depend_on_torch_torchvision_numpy(repo_root):

@@ -224,6 +224,30 @@ def place_for_torchvision(root="../data"):
     return raw_dir
 
 
+def _positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_sizes(batch_size, resize):
+    """``resize`` as one side (or None), after checking both; a ValueError says what is wrong.
+
+    ``batch_size`` must be an int of at least 1. ``resize`` may be an int or an
+    ``(h, w)`` pair, as ``torchvision.transforms.Resize`` (which d2l uses) takes
+    it; the images stay square, so only ``h == w`` is accepted.
+    """
+    if not _positive_int(batch_size):
+        raise ValueError(f"batch_size must be an int, at least 1; got {batch_size!r}")
+    if resize is None:
+        return None
+    sides = tuple(resize) if isinstance(resize, (tuple, list)) else (resize,)
+    if len(sides) not in (1, 2) or not all(_positive_int(side) for side in sides):
+        raise ValueError(f"resize must be a positive image side (an int) or an (h, w) pair of them; got {resize!r}")
+    if sides[0] != sides[-1]:
+        raise ValueError(f"resize={resize!r}: only square sizes are supported (the loaders yield square "
+                         "images, and train_ch6 checks and records one side); pass one int instead")
+    return sides[0]
+
+
 class DeviceLoader:
     """Batches of a uint8 image tensor that lives on the device.
 
@@ -236,10 +260,7 @@ class DeviceLoader:
 
     def __init__(self, images, labels, batch_size, *, resize=None, shuffle=False, seed=0,
                  mean=0.0, std=1.0, device=None):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if resize is not None and resize < 1:
-            raise ValueError(f"resize must be a positive image side, got {resize}")
+        resize = _check_sizes(batch_size, resize)
         self.device = torch.device(device or "cpu")
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
@@ -288,14 +309,12 @@ def load_data_fashion_mnist(batch_size, resize=None, *, device=None, seed=0, dat
     """Fashion-MNIST as ``(train_iter, test_iter)``, like ``d2l.load_data_fashion_mnist``.
 
     The data is verified, put on ``device`` (default: :func:`d2l_local.try_gpu`)
-    as uint8, and resized/normalised there batch by batch.
+    as uint8, and resized/normalised there batch by batch. ``resize`` is an
+    image side or a square ``(h, w)`` pair.
     """
     from .train import try_gpu
 
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if resize is not None and resize < 1:
-        raise ValueError(f"resize must be a positive image side, got {resize}")
+    resize = _check_sizes(batch_size, resize)  # before the data is loaded
     device = device or try_gpu()
     sets = load_tensors(data_dir)
     train_images, train_labels = sets["train"]

@@ -127,7 +127,7 @@ def test_bad_batch_size_exits_with_a_clear_message(subprocess_env, tmp_path):
     result = run_module(["train", "--model", "paper", "--batch-size", "0", "--device", "cpu"],
                         subprocess_env, tmp_path)
     assert result.returncode != 0
-    assert "batch_size must be at least 1" in result.stderr
+    assert "batch_size must be an int, at least 1; got 0" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -189,13 +189,33 @@ def test_damaged_deflate_stream_gives_data_error(data_copy):
     assert str(path) in str(err.value) and data_mod.SHA256[SMALLEST] in str(err.value)
 
 
-def test_batch_size_below_one(fashion):
-    with pytest.raises(ValueError, match="batch_size"):
-        load_data_fashion_mnist(0)
-    with pytest.raises(ValueError, match="batch_size"):
-        DeviceLoader(*fashion["test"], 0)
-    with pytest.raises(ValueError, match="resize"):
-        load_data_fashion_mnist(64, resize=0)
+@pytest.mark.parametrize("batch_size, resize, expected", [
+    (0, None, "batch_size must be an int, at least 1; got 0"),
+    (2.0, None, "batch_size must be an int, at least 1; got 2.0"),
+    ("128", None, "batch_size must be an int, at least 1; got '128'"),
+    (True, None, "batch_size must be an int, at least 1; got True"),
+    (64, 0, "resize must be a positive image side"),
+    (64, 64.0, "resize must be a positive image side"),
+    (64, "224", "resize must be a positive image side"),
+    (64, (64, 64, 64), "resize must be a positive image side"),
+    (64, (64, 0), "resize must be a positive image side"),
+    (64, (64, 96), "only square sizes are supported"),
+])
+def test_bad_batch_size_or_resize_says_why(batch_size, resize, expected, fashion):
+    with pytest.raises(ValueError) as err:
+        load_data_fashion_mnist(batch_size, resize=resize, device="cpu")
+    assert expected in str(err.value)
+    with pytest.raises(ValueError) as err:
+        DeviceLoader(*fashion["test"], batch_size, resize=resize)
+    assert expected in str(err.value)
+
+
+@pytest.mark.parametrize("resize", [32, (32, 32), [32]])
+def test_resize_takes_a_side_or_a_square_pair(resize, fashion):
+    loader = DeviceLoader(fashion["test"][0][:8], fashion["test"][1][:8], 4, resize=resize)
+    assert loader.image_size == 32
+    X, _ = next(iter(loader))
+    assert X.shape == (4, 1, 32, 32)
 
 
 def test_resize_too_small_for_nin_names_minimum(fashion):

@@ -9,10 +9,19 @@ import torch
 from .models import INITS
 
 
-def _device(name):
+def device_arg(name):
+    """``--device``'s type: a device this machine has (cpu, and cuda, cuda:0 ... with GPUs), else a usage error."""
+    count = torch.cuda.device_count()
+    available = ["cpu", *(["cuda"] if count else []), *(f"cuda:{i}" for i in range(count))]
+    if name not in available:
+        raise argparse.ArgumentTypeError(f"no device {name!r} here; available: {', '.join(available)}")
+    return torch.device(name)
+
+
+def _device(device):
     from .train import try_gpu
 
-    return torch.device(name) if name else try_gpu()
+    return device or try_gpu()
 
 
 def cmd_train(args):
@@ -75,7 +84,7 @@ def main(argv=None):
     p.add_argument("--num-1x1", type=int, default=2)
     p.add_argument("--head", choices=["gap", "fc"], default="gap")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: try_gpu())")
+    p.add_argument("--device", type=device_arg, help="cpu, cuda, cuda:1 ... (default: try_gpu())")
     p.add_argument("--init", choices=INITS, default="d2l_local")
     p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
     p.add_argument("--momentum", type=float, default=0.0)
@@ -96,7 +105,7 @@ def main(argv=None):
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("bench", help="d2l_local against the seeds' d2l pipeline, side by side")
-    p.add_argument("--device")
+    p.add_argument("--device", type=device_arg)
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--compile", action="store_true")
@@ -111,7 +120,7 @@ def main(argv=None):
                    "initialisation, keeping the record's other runs")
     p.add_argument("--verify", action="store_true",
                    help="re-run and compare with the recorded results instead of overwriting them")
-    p.add_argument("--device")
+    p.add_argument("--device", type=device_arg)
     p.set_defaults(func=cmd_experiment)
 
     args = parser.parse_args(argv)

@@ -3,8 +3,10 @@
 import json
 import subprocess
 import sys
+import types
 
 import pytest
+import torch
 from test_data import fake_urlopen, gz_of, nothing_installed, offline  # noqa: F401 - offline: autouse fixture
 
 from d2l_local import cli
@@ -152,6 +154,43 @@ def test_bad_arguments_exit_2(argv, expected, capsys):
         cli.main(argv)
     assert exc.value.code == 2
     assert expected in capsys.readouterr().err
+
+
+@pytest.fixture
+def fake_training(monkeypatch):
+    """Make ``train`` skip the data and the training; returns the keyword arguments train_ch6 got."""
+    from d2l_local import data, train
+
+    got = {}
+
+    def train_ch6(net, train_iter, test_iter, num_epochs, lr, device, **kwargs):
+        got.update(kwargs, device=device)
+        return types.SimpleNamespace(final={"epoch": num_epochs})
+
+    monkeypatch.setattr(data, "load_data_fashion_mnist", lambda *args, **kwargs: (None, None))
+    monkeypatch.setattr(train, "train_ch6", train_ch6)
+    return got
+
+
+@pytest.mark.parametrize("command", [["train"], ["bench"], ["experiment", "stability"]])
+@pytest.mark.parametrize("device, gpus, available", [
+    ("gpu", 0, "available: cpu"),
+    ("cuda", 0, "available: cpu"),
+    ("cuda:2", 2, "available: cpu, cuda, cuda:0, cuda:1"),
+])
+def test_unknown_device_is_a_usage_error_listing_the_devices(command, device, gpus, available, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*command, "--device", device])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"no device '{device}' here; {available}" in err and "Traceback" not in err
+
+
+def test_device_that_exists_is_used(monkeypatch, fake_training):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert cli.main(["train", "--model", "paper", "--device", "cuda:1", "--quiet"]) == 0
+    assert fake_training["device"] == torch.device("cuda:1")
 
 
 def test_data_command_reports_missing_data(tmp_path, monkeypatch, capsys):

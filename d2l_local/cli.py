@@ -3,6 +3,7 @@
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import torch
 
@@ -27,6 +28,8 @@ def _device(device):
 def cmd_train(args):
     from . import data, models, train
 
+    if args.resume and not Path(args.checkpoint).exists():  # the first run of a job that may be resumed later
+        print(f"[d2l_local] no checkpoint at {args.checkpoint}, starting fresh")
     size = args.resize or models.DEFAULT_SIZE[args.model]
     device = _device(args.device)
     train_iter, test_iter = data.load_data_fashion_mnist(args.batch_size, resize=size, device=device,
@@ -75,7 +78,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m d2l_local", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a NiN on Fashion-MNIST")
+    p = train_parser = sub.add_parser("train", help="train a NiN on Fashion-MNIST")
     p.add_argument("--model", choices=sorted(MODELS), default="nin")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=0.1)
@@ -93,7 +96,7 @@ def main(argv=None):
     p.add_argument("--clip-grad-norm", type=float, help="scale each step's gradient to at most this norm")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--checkpoint", help="checkpoint file, written after every epoch")
-    p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
     p.add_argument("--json", help="write the per-epoch history here")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
@@ -124,6 +127,8 @@ def main(argv=None):
     p.set_defaults(func=cmd_experiment)
 
     args = parser.parse_args(argv)
+    if args.command == "train" and args.resume and not args.checkpoint:
+        train_parser.error("--resume needs --checkpoint FILE (the checkpoint to continue from)")
     try:
         args.func(args)
     except (DataError, ValueError, TrainingDiverged) as err:

@@ -193,6 +193,26 @@ def test_device_that_exists_is_used(monkeypatch, fake_training):
     assert fake_training["device"] == torch.device("cuda:1")
 
 
+def test_resume_without_checkpoint_is_a_usage_error(capsys, fake_training):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train", "--model", "paper", "--device", "cpu", "--resume"])
+    assert exc.value.code == 2
+    assert "--resume needs --checkpoint" in capsys.readouterr().err
+    assert fake_training == {}  # nothing was trained
+
+
+@pytest.mark.parametrize("exists", [False, True])
+def test_resume_from_a_missing_checkpoint_starts_fresh_and_says_so(exists, tmp_path, capsys, fake_training):
+    checkpoint = tmp_path / "run.pt"
+    if exists:
+        checkpoint.write_bytes(b"")  # the fake train_ch6 does not read it
+    assert cli.main(["train", "--model", "paper", "--device", "cpu", "--quiet",
+                     "--checkpoint", str(checkpoint), "--resume"]) == 0
+    said = f"no checkpoint at {checkpoint}, starting fresh" in capsys.readouterr().out
+    assert said is not exists
+    assert fake_training["checkpoint"] == str(checkpoint) and fake_training["resume"] is True
+
+
 def test_data_command_reports_missing_data(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path / "nowhere"))
     assert cli.main(["data"]) == 2

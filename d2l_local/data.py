@@ -41,6 +41,11 @@ TEXT_LABELS = ("t-shirt", "trouser", "pullover", "dress", "coat",
                "sandal", "shirt", "sneaker", "bag", "ankle boot")
 
 
+def get_fashion_mnist_labels(labels):
+    """Text labels of numeric Fashion-MNIST labels, as ``d2l.get_fashion_mnist_labels`` returns them."""
+    return [TEXT_LABELS[int(label)] for label in labels]
+
+
 class DataError(RuntimeError):
     """The Fashion-MNIST files are missing or damaged; the message says what to do."""
 

@@ -104,6 +104,13 @@ class History:
     def final(self):
         return self.epochs[-1] if self.epochs else {}
 
+    def __repr__(self):  # short: a notebook shows it when train_ch6 is a cell's last line
+        final = self.final
+        if not final:
+            return "History(no epochs)"
+        return (f"History({len(self.epochs)} epochs: train loss {final['train_loss']:.4f}, "
+                f"train acc {final['train_acc']:.4f}, test acc {final['test_acc']:.4f})")
+
 
 def _write_atomic(path, write):
     """Call ``write(file)`` on a new temp file next to ``path``, then rename it over ``path``.
@@ -156,6 +163,11 @@ def evaluate_accuracy(net, data_iter, device=None, precision="fp32", max_images=
                 break
     net.train(was_training)
     return float(correct) / max(total, 1)
+
+
+def evaluate_accuracy_gpu(net, data_iter, device=None):
+    """``d2l``'s name and call for :func:`evaluate_accuracy` (any device, not only a GPU)."""
+    return evaluate_accuracy(net, data_iter, device)
 
 
 def train_step(model, optimizer, scaler, X, y, device, precision, label_smoothing=0.0, clip_grad_norm=None):

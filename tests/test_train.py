@@ -394,10 +394,20 @@ def assert_accepts_calls_of(ours, theirs):
 
 
 def test_signatures_accept_d2l_calls():
-    d2l = pytest.importorskip("d2l.torch")
+    from d2l import torch as d2l  # make setup installs d2l: its absence is a failure, not a skip
+
     assert_accepts_calls_of(d2l_local.load_data_fashion_mnist, d2l.load_data_fashion_mnist)
     assert_accepts_calls_of(d2l_local.train_ch6, d2l.train_ch6)
     assert_accepts_calls_of(d2l_local.try_gpu, d2l.try_gpu)
+    assert_accepts_calls_of(d2l_local.evaluate_accuracy_gpu, d2l.evaluate_accuracy_gpu)
+    assert_accepts_calls_of(d2l_local.get_fashion_mnist_labels, d2l.get_fashion_mnist_labels)
+    assert d2l_local.get_fashion_mnist_labels([0, 9]) == d2l.get_fashion_mnist_labels([0, 9])
+
+
+def test_history_repr_is_one_line():
+    history = d2l_local.History(epochs=[dict(epoch=1, train_loss=0.5, train_acc=0.8, test_acc=0.75)])
+    assert repr(history) == "History(1 epochs: train loss 0.5000, train acc 0.8000, test acc 0.7500)"
+    assert repr(d2l_local.History()) == "History(no epochs)"
 
 
 def test_nin_block_signature_is_the_seeds():

@@ -8,7 +8,7 @@ import types
 
 import pytest
 import torch
-from test_data import fake_urlopen, gz_of, nothing_installed, offline  # noqa: F401 - offline: autouse fixture
+from test_data import fake_urlopen, gz_of, nothing_installed  # noqa: F401 - nothing_installed: a fixture
 
 from d2l_local import cli
 from d2l_local import data as data_mod

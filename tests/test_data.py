@@ -44,16 +44,6 @@ def no_partial_files(folder):
     return [p for p in Path(folder).rglob("*") if p.name.endswith(".part")] == []
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    """No test reaches the network: a download fails as it does offline, unless the test fakes ``urlopen``."""
-
-    def urlopen(url, timeout=None):
-        raise urllib.error.URLError("no network in the tests")
-
-    monkeypatch.setattr(data_mod.urllib.request, "urlopen", urlopen)
-
-
 @pytest.fixture
 def nothing_installed(tmp_path, monkeypatch):
     """No $FASHION_MNIST_DIR and no Debian copy: only the (empty, temporary) cache is left."""

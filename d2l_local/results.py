@@ -218,7 +218,7 @@ def _collapsed(run, config):
 
 
 def stability_summary(record):
-    """Per initialisation: runs, started, stuck, collapsed and dead runs, runs with NaN/inf,
+    """Per initialisation: started, stuck, collapsed, dead and diverged runs (each "k of n"),
     last-window accuracy and zero scores.
 
     A run has started when its training accuracy over some window reached
@@ -227,8 +227,8 @@ def stability_summary(record):
     when it had started but its last window is back at chance
     (:func:`d2l_local.train.chance_level`, where ``train_ch6`` warns). It is dead when every class score
     over the last window is exactly zero: every class map is closed by its
-    ReLU, no gradient flows, and it never learns.
-    ``last-window zero scores``: the fraction of class scores that are exactly
+    ReLU, no gradient flows, and it never learns. It diverged when a loss was
+    NaN or infinite. ``last-window zero scores``: the fraction of class scores that are exactly
     zero over the last window (a closed class map), averaged over the runs.
     """
     if record.get("complete") is False:
@@ -244,11 +244,10 @@ def stability_summary(record):
         started = sum(_started(run, config) for run in runs)
         collapsed = sum(_collapsed(run, config) for run in runs)
         dead = sum(bool(run.get("dead")) for run in runs)
-        rows[init] = {"runs": len(runs), "started (of n)": f"{started} of {len(runs)}",
-                      "stuck": stuck, "stuck (of n)": f"{stuck} of {len(runs)}",
-                      "collapsed (of n)": f"{collapsed} of {len(runs)}",
-                      "dead (of n)": f"{dead} of {len(runs)}",
-                      "non-finite": sum(bool(run["nonfinite"]) for run in runs),
+        diverged = sum(bool(run["nonfinite"]) for run in runs)
+        rows[init] = {"started (of n)": f"{started} of {len(runs)}", "stuck (of n)": f"{stuck} of {len(runs)}",
+                      "collapsed (of n)": f"{collapsed} of {len(runs)}", "dead (of n)": f"{dead} of {len(runs)}",
+                      "diverged (of n)": f"{diverged} of {len(runs)}",
                       "last-window acc mean": round(statistics.fmean(accs), 4),
                       "last-window zero scores": round(statistics.fmean(
                           run["zero_score_curve"][-1] for run in runs), 4) if "zero_score_curve" in runs[0] else None,
@@ -316,10 +315,12 @@ def plot_stability(record, key="loss_curve"):
     axes = axes.flatten()
     config = record["config"]
     for ax, init in zip(axes, inits):
-        for run in (run for run in record["runs"] if run["init"] == init):
+        runs = [run for run in record["runs"] if run["init"] == init]
+        for run in runs:
             steps = [(i + 1) * run["window"] for i in range(len(run[key]))]
             ax.plot(steps, run[key], marker=".", markersize=3, alpha=0.8, label=f"seed {run['seed']}")
-        ax.set_title(ascii_text(f"init={init}"), fontsize=9)
+        diverged = sum(bool(run["nonfinite"]) for run in runs)  # their NaN windows draw nothing
+        ax.set_title(ascii_text(f"init={init}" + (f" ({diverged} diverged)" if diverged else "")), fontsize=9)
         ax.grid(alpha=0.3)
         ax.set_xlabel("step")
         ax.xaxis.set_tick_params(labelbottom=True)

@@ -130,9 +130,9 @@ def test_describe_provenance_is_one_line(record):
 def test_stability_summary_counts_stuck_runs(stability):
     table = results.stability_summary(stability)
     assert list(table.index) == ["xavier", "kaiming"]
-    assert table.loc["xavier", "stuck"] == 1
     assert table.loc["xavier", "stuck (of n)"] == "1 of 2"
-    assert table.loc["kaiming", "stuck"] == 0
+    assert table.loc["kaiming", "stuck (of n)"] == "0 of 2"
+    assert table.loc["kaiming", "diverged (of n)"] == "0 of 2"
     assert table.loc["xavier", "dead (of n)"] == "1 of 2" and table.loc["kaiming", "dead (of n)"] == "0 of 2"
     assert table.loc["kaiming", "last-window acc min"] == pytest.approx(0.6)
     fig = results.plot_stability(stability)
@@ -207,3 +207,12 @@ def test_provenance_dirty_means_changed_code_not_written_results(tmp_path, monke
     assert provenance.provenance("cpu")["dirty"] is False
     (tmp_path / "code.py").write_text("x = 2\n")
     assert provenance.provenance("cpu")["dirty"] is True
+
+
+def test_stability_plot_and_summary_count_diverged_runs(stability):
+    runs = [{**stability["runs"][2], "nonfinite": True, "loss_curve": [2.9, float("nan")]}, stability["runs"][3]]
+    record = {**stability, "runs": runs}
+    assert results.stability_summary(record).loc["kaiming", "diverged (of n)"] == "1 of 2"
+    fig = results.plot_stability(record)
+    assert fig.axes[0].get_title() == "init=kaiming (1 diverged)"
+    matplotlib.pyplot.close(fig)

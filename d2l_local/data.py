@@ -15,6 +15,7 @@ converted, resized and normalised there.
 
 import gzip
 import hashlib
+import operator
 import os
 import tempfile
 import urllib.request
@@ -230,7 +231,13 @@ def place_for_torchvision(root="../data"):
 
 
 def _positive_int(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    """An integer (int, NumPy or 0-d tensor integer; not a bool) of at least 1."""
+    if isinstance(value, bool):
+        return False
+    try:
+        return operator.index(value) >= 1
+    except TypeError:
+        return False
 
 
 def _check_sizes(batch_size, resize):
@@ -250,7 +257,7 @@ def _check_sizes(batch_size, resize):
     if sides[0] != sides[-1]:
         raise ValueError(f"resize={resize!r}: only square sizes are supported (the loaders yield square "
                          "images, and train_ch6 checks and records one side); pass one int instead")
-    return sides[0]
+    return operator.index(sides[0])
 
 
 class DeviceLoader:
@@ -269,7 +276,7 @@ class DeviceLoader:
         self.device = torch.device(device or "cpu")
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
-        self.batch_size, self.resize, self.shuffle, self.seed = batch_size, resize, shuffle, seed
+        self.batch_size, self.resize, self.shuffle, self.seed = operator.index(batch_size), resize, shuffle, seed
         self.mean, self.std = mean, std
         self.epoch = 0
         self.limit = None

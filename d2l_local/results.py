@@ -275,7 +275,7 @@ def stability_runs(record):
         losses = run.get("max_loss_curve", [])
         if run["nonfinite"]:  # the first window with a non-finite step loss, whatever the best window
             spike = next((i for i, loss in enumerate(losses) if not math.isfinite(loss)), None)
-            best = max(range(spike or 0), key=accs.__getitem__, default=None)
+            best = max(range(len(accs) if spike is None else spike), key=accs.__getitem__, default=None)
         else:
             best = max(range(len(accs)), key=accs.__getitem__)
             spike = max(range(best + 1, len(losses)), key=losses.__getitem__, default=None)

@@ -112,6 +112,10 @@ class History:
                 f"train acc {final['train_acc']:.4f}, test acc {final['test_acc']:.4f})")
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once, at import: os.umask can only be read by setting it
+
+
 def _write_atomic(path, write):
     """Call ``write(file)`` on a new temp file next to ``path``, then rename it over ``path``.
 
@@ -122,6 +126,7 @@ def _write_atomic(path, write):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")  # a unique name
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would make results and checkpoints private
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -414,11 +419,17 @@ def _warn_if_at_chance(epochs, num_classes, lr, clip_grad_norm=None):
 def _in_notebook():
     # isinstance, not the class name: Colab's shell (google.colab._shell.Shell) is a subclass.
     try:
-        from ipykernel.zmqshell import ZMQInteractiveShell
         from IPython import get_ipython
     except ImportError:
         return False
-    return isinstance(get_ipython(), ZMQInteractiveShell)
+    shell = get_ipython()
+    if shell is None:  # plain Python (the command line): no need to import ipykernel
+        return False
+    try:
+        from ipykernel.zmqshell import ZMQInteractiveShell
+    except ImportError:
+        return False
+    return isinstance(shell, ZMQInteractiveShell)
 
 
 def _live_plot(num_epochs):

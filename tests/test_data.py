@@ -6,6 +6,7 @@ import io
 import urllib.error
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -200,10 +201,10 @@ def test_bad_batch_size_or_resize_says_why(batch_size, resize, expected, fashion
     assert expected in str(err.value)
 
 
-@pytest.mark.parametrize("resize", [32, (32, 32), [32]])
+@pytest.mark.parametrize("resize", [32, (32, 32), [32], np.int64(32), torch.tensor(32)])
 def test_resize_takes_a_side_or_a_square_pair(resize, fashion):
-    loader = DeviceLoader(fashion["test"][0][:8], fashion["test"][1][:8], 4, resize=resize)
-    assert loader.image_size == 32
+    loader = DeviceLoader(fashion["test"][0][:8], fashion["test"][1][:8], np.int64(4), resize=resize)
+    assert loader.image_size == 32 and type(loader.image_size) is int and type(loader.batch_size) is int
     X, _ = next(iter(loader))
     assert X.shape == (4, 1, 32, 32)
 

@@ -269,7 +269,8 @@ def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
 
     def fake_run_one(preset, options, recipe, seed, device, loaders, save_model=None):
         trained.append((tuple(options.items()), seed))
-        return {"num_1x1": options.get("num_1x1", 2), "seed": seed, "final_test_acc": 0.5}
+        return {"num_1x1": options.get("num_1x1", 2), "seed": seed, "final_test_acc": 0.5,
+                "final_train_acc_eval": 0.6, "params": 1, "training_flops_per_image": 1.0, "history": []}
 
     monkeypatch.setattr(experiments, "run_one", fake_run_one)
     [path] = experiments.run_experiment("conv1x1_count", "cpu")
@@ -284,6 +285,11 @@ def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
     assert len(trained) == 20 + 3 + 6
     list(experiments.run_experiment("gap_vs_fc", "cpu", fresh=since))  # the baseline was trained since
     assert len(trained) == 20 + 3 + 6 + 3
+    kept = next(f for f in sorted((tmp_path / "runs").glob("*.json"))  # a num_1x1=0 run kept by a version
+                if json.loads(f.read_text())["num_1x1"] == 0)              # that recorded less
+    kept.write_text(json.dumps({k: v for k, v in json.loads(kept.read_text()).items() if k != "final_train_acc_eval"}))
+    list(experiments.run_experiment("conv1x1_count", "cpu"))
+    assert len(trained) == 20 + 3 + 6 + 3 + 1
     with pytest.raises(ValueError, match="cannot be combined with 'all'"):
         list(experiments.run_experiment("all", "cpu", only="num_1x1=2"))
     with pytest.raises(ValueError, match="stability has no --verify"):

@@ -7,13 +7,22 @@ swap ``from d2l import torch as d2l`` for ``import d2l_local as d2l``::
     d2l.train_ch6(net, train_iter, test_iter, 10, 0.1, d2l.try_gpu())
 """
 
-from .data import TEXT_LABELS, DataError, DeviceLoader, find_data_dir, load_data_fashion_mnist, place_for_torchvision
+from .data import (
+                   TEXT_LABELS,
+                   DataError,
+                   DeviceLoader,
+                   find_data_dir,
+                   get_fashion_mnist_labels,
+                   load_data_fashion_mnist,
+                   place_for_torchvision,
+)
 from .models import NiN, PaperNiN, build_model, count_parameters, init_weights, min_input_size, mlpconv, nin_block
 from .summary import block_shapes, layer_summary, training_flops_per_image
 from .train import (
                    History,
                    TrainingDiverged,
                    evaluate_accuracy,
+                   evaluate_accuracy_gpu,
                    load_checkpoint,
                    pick_precision,
                    quick_mode,
@@ -25,9 +34,10 @@ from .train import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "TEXT_LABELS", "DataError", "DeviceLoader", "find_data_dir", "load_data_fashion_mnist",
+    "TEXT_LABELS", "DataError", "DeviceLoader", "find_data_dir", "get_fashion_mnist_labels", "load_data_fashion_mnist",
     "place_for_torchvision", "NiN", "PaperNiN", "build_model", "count_parameters", "init_weights",
     "min_input_size", "mlpconv", "nin_block", "block_shapes", "layer_summary", "training_flops_per_image",
-    "History", "TrainingDiverged", "evaluate_accuracy", "load_checkpoint", "pick_precision", "quick_mode", "run_info",
+    "History", "TrainingDiverged", "evaluate_accuracy", "evaluate_accuracy_gpu",
+    "load_checkpoint", "pick_precision", "quick_mode", "run_info",
     "train_ch6", "try_gpu",
 ]

@@ -4,21 +4,33 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from .models import INITS
 
 
-def _device(name):
+def device_arg(name):
+    """``--device``'s type: a device this machine has (cpu, and cuda, cuda:0 ... with GPUs), else a usage error."""
+    count = torch.cuda.device_count()
+    available = ["cpu", *(["cuda"] if count else []), *(f"cuda:{i}" for i in range(count))]
+    if name not in available:
+        raise argparse.ArgumentTypeError(f"no device {name!r} here; available: {', '.join(available)}")
+    return torch.device(name)
+
+
+def _device(device):
     from .train import try_gpu
 
-    return torch.device(name) if name else try_gpu()
+    return device or try_gpu()
 
 
 def cmd_train(args):
     from . import data, models, train
 
+    if args.resume and not Path(args.checkpoint).exists():  # the first run of a job that may be resumed later
+        print(f"[d2l_local] no checkpoint at {args.checkpoint}, starting fresh")
     size = args.resize or models.DEFAULT_SIZE[args.model]
     device = _device(args.device)
     train_iter, test_iter = data.load_data_fashion_mnist(args.batch_size, resize=size, device=device,
@@ -36,9 +48,7 @@ def cmd_train(args):
 def cmd_data(args):
     from . import data
 
-    if args.fetch:
-        print(f"fetched into {data.fetch()}")
-    folder = data.find_data_dir()
+    folder = data.find_data_dir(download=args.fetch)  # fetches only if no folder has the files
     sets = data.load_tensors(folder)  # verifies every SHA-256
     print(f"Fashion-MNIST: {folder} (verified: {len(sets['train'][1])} train, {len(sets['test'][1])} test images)")
     if args.torchvision_root:
@@ -71,7 +81,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m d2l_local", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a NiN on Fashion-MNIST")
+    p = train_parser = sub.add_parser("train", help="train a NiN on Fashion-MNIST")
     p.add_argument("--model", choices=sorted(MODELS), default="nin")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=0.1)
@@ -80,7 +90,7 @@ def main(argv=None):
     p.add_argument("--num-1x1", type=int, default=2)
     p.add_argument("--head", choices=["gap", "fc"], default="gap")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: try_gpu())")
+    p.add_argument("--device", type=device_arg, help="cpu, cuda, cuda:1 ... (default: try_gpu())")
     p.add_argument("--init", choices=INITS, default="d2l_local")
     p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
     p.add_argument("--momentum", type=float, default=0.0)
@@ -89,18 +99,19 @@ def main(argv=None):
     p.add_argument("--clip-grad-norm", type=float, help="scale each step's gradient to at most this norm")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--checkpoint", help="checkpoint file, written after every epoch")
-    p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
     p.add_argument("--json", help="write the per-epoch history here")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("data", help="find, verify or fetch Fashion-MNIST and say where it is")
-    p.add_argument("--fetch", action="store_true", help="download into the cache if needed (needs internet)")
+    p.add_argument("--fetch", action="store_true",
+                   help="download into the cache if no folder has the files (needs internet)")
     p.add_argument("--torchvision-root", help="also place decompressed copies for torchvision/d2l here")
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("bench", help="d2l_local against the seeds' d2l pipeline, side by side")
-    p.add_argument("--device")
+    p.add_argument("--device", type=device_arg)
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--compile", action="store_true")
@@ -117,10 +128,12 @@ def main(argv=None):
                    help="re-run and compare with the recorded results instead of overwriting them")
     p.add_argument("--fresh", action="store_true",
                    help="train every run again instead of reusing the runs kept in results/runs/")
-    p.add_argument("--device")
+    p.add_argument("--device", type=device_arg)
     p.set_defaults(func=cmd_experiment)
 
     args = parser.parse_args(argv)
+    if args.command == "train" and args.resume and not args.checkpoint:
+        train_parser.error("--resume needs --checkpoint FILE (the checkpoint to continue from)")
     try:
         args.func(args)
     except (DataError, ValueError, TrainingDiverged) as err:

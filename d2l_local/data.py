@@ -15,8 +15,8 @@ converted, resized and normalised there.
 
 import gzip
 import hashlib
+import operator
 import os
-import shutil
 import tempfile
 import urllib.request
 import zlib
@@ -36,9 +36,15 @@ MIRRORS = (
     "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/",
 )
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
-DEBIAN_HINT = "sudo apt-get install dataset-fashion-mnist"
+DEBIAN_PACKAGE = "dataset-fashion-mnist"
+DEBIAN_HINT = f"sudo apt-get install {DEBIAN_PACKAGE}"
 TEXT_LABELS = ("t-shirt", "trouser", "pullover", "dress", "coat",
                "sandal", "shirt", "sneaker", "bag", "ankle boot")
+
+
+def get_fashion_mnist_labels(labels):
+    """Text labels of numeric Fashion-MNIST labels, as ``d2l.get_fashion_mnist_labels`` returns them."""
+    return [TEXT_LABELS[int(label)] for label in labels]
 
 
 class DataError(RuntimeError):
@@ -63,11 +69,14 @@ def _has_all(folder):
     return all(_file_in(folder, name) for name in SHA256)
 
 
-def find_data_dir():
+def find_data_dir(download=False):
     """The first folder in the search order that holds all four files.
 
-    Raises :class:`DataError` when ``$FASHION_MNIST_DIR`` is set but incomplete
-    (it is never skipped silently), or when no folder has the files.
+    With ``download``, when ``$FASHION_MNIST_DIR`` is unset and no folder has
+    the files, they are fetched into the cache (see :func:`fetch`) and the
+    cache is returned. Raises :class:`DataError` when ``$FASHION_MNIST_DIR`` is
+    set but incomplete (it is never skipped silently), or when no folder has
+    the files (and the download, if tried, failed).
     """
     explicit = os.environ.get("FASHION_MNIST_DIR")
     if explicit:
@@ -83,10 +92,30 @@ def find_data_dir():
     for folder in (SYSTEM_DIR, cache_dir()):
         if _has_all(folder):
             return folder
-    raise DataError(
-        "Fashion-MNIST not found in $FASHION_MNIST_DIR, "
-        f"{SYSTEM_DIR} or {cache_dir()}. Install it with `{DEBIAN_HINT}`, "
-        "or download it with `python -m d2l_local data --fetch` where there is internet.")
+    not_found = f"Fashion-MNIST not found in $FASHION_MNIST_DIR, {SYSTEM_DIR} or {cache_dir()}"
+    if not download:
+        raise DataError(f"{not_found}. Install it with `{DEBIAN_HINT}`, "
+                        "or download it with `python -m d2l_local data --fetch` where there is internet.")
+    print(f"[d2l_local] {not_found}; downloading it into the cache from the official mirrors")
+    try:
+        return fetch()
+    except DataError as err:
+        raise DataError(f"{not_found}, and downloading it failed: {err} "  # err says how to install it
+                        "Or point FASHION_MNIST_DIR at a folder holding the four IDX files.") from err
+
+
+def _repair_advice(path):
+    """How to replace the damaged file ``path``, which depends on the folder it is in."""
+    folder = Path(path).parent
+    explicit = os.environ.get("FASHION_MNIST_DIR")
+    if folder == SYSTEM_DIR:
+        return (f"Reinstall the package (`sudo apt-get install --reinstall {DEBIAN_PACKAGE}`), "
+                "or set FASHION_MNIST_DIR to a folder holding good copies.")
+    if explicit and folder == Path(explicit):
+        return "Replace it there with a good copy, or unset FASHION_MNIST_DIR."
+    if folder == cache_dir():
+        return "Delete it and download it again (`python -m d2l_local data --fetch`)."
+    return "Replace it with a good copy."
 
 
 def read_payload(path, name):
@@ -97,11 +126,11 @@ def read_payload(path, name):
     except (OSError, EOFError, zlib.error) as err:
         raise DataError(f"{path} is truncated or corrupt ({err}); expected SHA-256 {SHA256[name]} of the "
                         f"decompressed file, the raw file's is {hashlib.sha256(raw).hexdigest()}. "
-                        "Delete it and fetch it again (`python -m d2l_local data --fetch`).") from err
+                        + _repair_advice(path)) from err
     actual = hashlib.sha256(payload).hexdigest()
     if actual != SHA256[name]:
         raise DataError(f"{path} is truncated or corrupt: expected SHA-256 {SHA256[name]}, got {actual}. "
-                        "Delete it and fetch it again (`python -m d2l_local data --fetch`).")
+                        + _repair_advice(path))
     return payload
 
 
@@ -116,8 +145,12 @@ def _parse_idx(payload, name):
 
 
 def load_tensors(folder=None):
-    """``{"train": (images, labels), "test": (images, labels)}`` as CPU uint8/int64 tensors."""
-    folder = Path(folder) if folder else find_data_dir()
+    """``{"train": (images, labels), "test": (images, labels)}`` as CPU uint8/int64 tensors.
+
+    Without ``folder``, the files are looked up, and downloaded if need be, by
+    :func:`find_data_dir`.
+    """
+    folder = Path(folder) if folder else find_data_dir(download=True)
     arrays = {}
     for name in SHA256:
         path = _file_in(folder, name)
@@ -184,9 +217,10 @@ def place_for_torchvision(root="../data"):
 
     ``d2l.load_data_fashion_mnist`` (root ``../data``) then finds the files in
     ``ROOT/FashionMNIST/raw/`` and skips its download, so the seeds' code runs
-    unchanged and offline.
+    unchanged and offline (where there is internet, missing files are first
+    downloaded into the cache, as :func:`load_tensors` does).
     """
-    source = find_data_dir()
+    source = find_data_dir(download=True)
     raw_dir = Path(root) / "FashionMNIST" / "raw"
     for name in SHA256:
         target = raw_dir / name
@@ -194,6 +228,36 @@ def place_for_torchvision(root="../data"):
             continue
         _atomic_write(target, read_payload(_file_in(source, name), name))
     return raw_dir
+
+
+def _positive_int(value):
+    """An integer (int, NumPy or 0-d tensor integer; not a bool) of at least 1."""
+    if isinstance(value, bool):
+        return False
+    try:
+        return operator.index(value) >= 1
+    except TypeError:
+        return False
+
+
+def _check_sizes(batch_size, resize):
+    """``resize`` as one side (or None), after checking both; a ValueError says what is wrong.
+
+    ``batch_size`` must be an int of at least 1. ``resize`` may be an int or an
+    ``(h, w)`` pair, as ``torchvision.transforms.Resize`` (which d2l uses) takes
+    it; the images stay square, so only ``h == w`` is accepted.
+    """
+    if not _positive_int(batch_size):
+        raise ValueError(f"batch_size must be an int, at least 1; got {batch_size!r}")
+    if resize is None:
+        return None
+    sides = tuple(resize) if isinstance(resize, (tuple, list)) else (resize,)
+    if len(sides) not in (1, 2) or not all(_positive_int(side) for side in sides):
+        raise ValueError(f"resize must be a positive image side (an int) or an (h, w) pair of them; got {resize!r}")
+    if sides[0] != sides[-1]:
+        raise ValueError(f"resize={resize!r}: only square sizes are supported (the loaders yield square "
+                         "images, and train_ch6 checks and records one side); pass one int instead")
+    return operator.index(sides[0])
 
 
 class DeviceLoader:
@@ -208,14 +272,11 @@ class DeviceLoader:
 
     def __init__(self, images, labels, batch_size, *, resize=None, shuffle=False, seed=0,
                  mean=0.0, std=1.0, device=None):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if resize is not None and resize < 1:
-            raise ValueError(f"resize must be a positive image side, got {resize}")
+        resize = _check_sizes(batch_size, resize)
         self.device = torch.device(device or "cpu")
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
-        self.batch_size, self.resize, self.shuffle, self.seed = batch_size, resize, shuffle, seed
+        self.batch_size, self.resize, self.shuffle, self.seed = operator.index(batch_size), resize, shuffle, seed
         self.mean, self.std = mean, std
         self.epoch = 0
         self.limit = None
@@ -260,14 +321,12 @@ def load_data_fashion_mnist(batch_size, resize=None, *, device=None, seed=0, dat
     """Fashion-MNIST as ``(train_iter, test_iter)``, like ``d2l.load_data_fashion_mnist``.
 
     The data is verified, put on ``device`` (default: :func:`d2l_local.try_gpu`)
-    as uint8, and resized/normalised there batch by batch.
+    as uint8, and resized/normalised there batch by batch. ``resize`` is an
+    image side or a square ``(h, w)`` pair.
     """
     from .train import try_gpu
 
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if resize is not None and resize < 1:
-        raise ValueError(f"resize must be a positive image side, got {resize}")
+    resize = _check_sizes(batch_size, resize)  # before the data is loaded
     device = device or try_gpu()
     sets = load_tensors(data_dir)
     train_images, train_labels = sets["train"]
@@ -277,12 +336,3 @@ def load_data_fashion_mnist(batch_size, resize=None, *, device=None, seed=0, dat
     return (DeviceLoader(train_images, train_labels, batch_size, shuffle=True, **common),
             DeviceLoader(*sets["test"], batch_size, shuffle=False, **common))
 
-
-def copy_tree(source, target):
-    """Copy the four files from ``source`` to ``target`` (used by tests and the CLI)."""
-    target = Path(target)
-    target.mkdir(parents=True, exist_ok=True)
-    for name in SHA256:
-        path = _file_in(Path(source), name)
-        shutil.copyfile(path, target / path.name)
-    return target

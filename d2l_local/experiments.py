@@ -54,6 +54,8 @@ PRESETS = {
 }
 # The book's central question gets more seeds than the preset's three where it is cheap enough.
 SEEDS_FOR = {("cpu", "conv1x1_count"): (0, 1, 2, 3, 4)}
+# What results.py reads from every run; a kept run without one of them is trained again.
+RUN_KEYS = {"final_test_acc", "final_train_acc_eval", "params", "training_flops_per_image", "history"}
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "init", "label_smoothing")
 
 # name -> (description, [(variant label, model options, recipe overrides)])
@@ -163,9 +165,9 @@ def run_experiment(name, preset="cpu", *, seeds=None, only=None, verify=False, f
         for seed in seeds:
             key = _run_key(preset, config["model"], options, recipe, seed)
             cached = results_dir() / "runs" / f"{key}.json"
-            if cached.exists() and not (fresh and cached.stat().st_mtime < fresh):
-                record = json.loads(cached.read_text())
-            else:
+            record = json.loads(cached.read_text()) if cached.exists() else None
+            if record is None or (fresh and cached.stat().st_mtime < fresh) or not RUN_KEYS <= record.keys():
+                # not kept, or to be trained again, or kept by an older version that recorded less
                 baseline = not _non_default(config["model"], options) and not overrides and seed == seeds[0]
                 save = results_dir() / "models" / f"{config['model']}_{preset}_seed{seed}.pt" if baseline else None
                 print(f"[{name}] {label} seed {seed} ...", flush=True)

@@ -6,6 +6,7 @@ figures in their prose and captions.
 """
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from .data import TEXT_LABELS
 
@@ -14,6 +15,12 @@ def _check_ascii(*texts):
     for text in texts:
         if not str(text).isascii():
             raise ValueError(f"figure text must be ASCII so that every font can draw it: {text!r}")
+
+
+def ascii_text(text):
+    """``str(text)``, after checking that every font can draw it."""
+    _check_ascii(text)
+    return str(text)
 
 
 class TrainingPlot:
@@ -38,6 +45,7 @@ class TrainingPlot:
         for key, label in self.SERIES:
             self.ax.plot(epochs, [r[key] for r in self.records], marker="o", label=label)
         self.ax.set(xlabel="epoch", xlim=(0.5, self.num_epochs + 0.5))
+        self.ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
         self.ax.grid(alpha=0.3)
         self.ax.legend()
         self.handle.update(self.fig)

@@ -26,7 +26,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from .plot import plot_mean_spread
+from .plot import ascii_text, plot_mean_spread
 from .provenance import results_root
 from .train import chance_level
 
@@ -172,13 +172,6 @@ def describe_change(record, base, other):
             f"training FLOPs per image x{c['flops_ratio']:.2f}.")
 
 
-def _ascii(text):
-    text = str(text)
-    if not text.isascii():
-        raise ValueError(f"figure text must be ASCII (Colab has no CJK fonts): {text!r}")
-    return text
-
-
 def plot_curves(record, key="test_acc", ax=None):
     """Per-epoch ``key`` of every variant: the mean over seeds and a min..max band.
 
@@ -192,10 +185,10 @@ def plot_curves(record, key="test_acc", ax=None):
     for variant in record["variants"]:
         runs = runs_of(record, variant)
         epochs = [entry["epoch"] for entry in runs[0]["history"]]
-        plot_mean_spread(ax, epochs, [[entry[key] for entry in run["history"]] for run in runs], _ascii(variant))
+        plot_mean_spread(ax, epochs, [[entry[key] for entry in run["history"]] for run in runs], ascii_text(variant))
     seeds = len(runs_of(record, record["variants"][0]))
-    ax.set(xlabel="epoch", ylabel=_ascii(key.replace("_", " ")),
-           title=_ascii(f"{record['experiment']} ({record['preset']} preset): mean, min..max over {seeds} seeds"))
+    ax.set(xlabel="epoch", ylabel=ascii_text(key.replace("_", " ")),
+           title=ascii_text(f"{record['experiment']} ({record['preset']} preset): mean, min..max over {seeds} seeds"))
     ax.set_xticks(epochs)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -225,7 +218,7 @@ def _collapsed(run, config):
 
 
 def stability_summary(record):
-    """Per initialisation: runs, started, stuck, collapsed and dead runs, runs with NaN/inf,
+    """Per initialisation: started, stuck, collapsed, dead and diverged runs (each "k of n"),
     last-window accuracy and zero scores.
 
     A run has started when its training accuracy over some window reached
@@ -234,8 +227,8 @@ def stability_summary(record):
     when it had started but its last window is back at chance
     (:func:`d2l_local.train.chance_level`, where ``train_ch6`` warns). It is dead when every class score
     over the last window is exactly zero: every class map is closed by its
-    ReLU, no gradient flows, and it never learns.
-    ``last-window zero scores``: the fraction of class scores that are exactly
+    ReLU, no gradient flows, and it never learns. It diverged when a loss was
+    NaN or infinite. ``last-window zero scores``: the fraction of class scores that are exactly
     zero over the last window (a closed class map), averaged over the runs.
     """
     if record.get("complete") is False:
@@ -251,11 +244,10 @@ def stability_summary(record):
         started = sum(_started(run, config) for run in runs)
         collapsed = sum(_collapsed(run, config) for run in runs)
         dead = sum(bool(run.get("dead")) for run in runs)
-        rows[init] = {"runs": len(runs), "started (of n)": f"{started} of {len(runs)}",
-                      "stuck": stuck, "stuck (of n)": f"{stuck} of {len(runs)}",
-                      "collapsed (of n)": f"{collapsed} of {len(runs)}",
-                      "dead (of n)": f"{dead} of {len(runs)}",
-                      "non-finite": sum(bool(run["nonfinite"]) for run in runs),
+        diverged = sum(bool(run["nonfinite"]) for run in runs)
+        rows[init] = {"started (of n)": f"{started} of {len(runs)}", "stuck (of n)": f"{stuck} of {len(runs)}",
+                      "collapsed (of n)": f"{collapsed} of {len(runs)}", "dead (of n)": f"{dead} of {len(runs)}",
+                      "diverged (of n)": f"{diverged} of {len(runs)}",
                       "last-window acc mean": round(statistics.fmean(accs), 4),
                       "last-window zero scores": round(statistics.fmean(
                           run["zero_score_curve"][-1] for run in runs), 4) if "zero_score_curve" in runs[0] else None,
@@ -274,31 +266,36 @@ def stability_runs(record):
     (started, but below ``config["stuck_below"]`` over the last window) or ``learning``. A block's
     cell lists, for each of its ReLU layers, how many channels were zero for every probe image,
     then the layers' width: ``"30/46/73 of 384"``. For a diverged run, the step loss and step are those of the
-    first window with a non-finite step loss.
+    first window with a non-finite step loss, its best window is the best before that one (none when it
+    diverged in the first window), and its closed channels are left blank: NaN weights close nothing.
     """
     config, rows = record["config"], {}
     for run in record["runs"]:
         accs, window = run["acc_curve"], run["window"]
-        best = max(range(len(accs)), key=accs.__getitem__)
         losses = run.get("max_loss_curve", [])
         if run["nonfinite"]:  # the first window with a non-finite step loss, whatever the best window
             spike = next((i for i, loss in enumerate(losses) if not math.isfinite(loss)), None)
+            best = max(range(len(accs) if spike is None else spike), key=accs.__getitem__, default=None)
         else:
+            best = max(range(len(accs)), key=accs.__getitem__)
             spike = max(range(best + 1, len(losses)), key=losses.__getitem__, default=None)
         outcome = ("diverged" if run["nonfinite"] else "dead" if run.get("dead")
                    else "collapsed" if _collapsed(run, config)
                    else "never started" if not _started(run, config) else "stuck" if run["stuck"] else "learning")
-        row = {"outcome": outcome, "best window acc": round(accs[best], 3), "best by step": (best + 1) * window,
-               "best window loss": round(run["loss_curve"][best], 3), "last window acc": round(accs[-1], 3),
+        row = {"outcome": outcome,
+               "best window acc": None if best is None else round(accs[best], 3),
+               "best by step": None if best is None else (best + 1) * window,
+               "best window loss": None if best is None else round(run["loss_curve"][best], 3),
+               "last window acc": round(accs[-1], 3),
                "largest step loss after best": None if spike is None else round(losses[spike], 3),
                "by step": None if spike is None else (spike + 1) * window}
-        layers = run.get("closed_channels_at_end", [])
+        layers = [] if run["nonfinite"] else run.get("closed_channels_at_end", [])
         for block in dict.fromkeys(layer["block"] for layer in layers):
             inside = [layer for layer in layers if layer["block"] == block]
             row[f"block {block} closed"] = (f"{'/'.join(str(layer['closed']) for layer in inside)} "
                                             f"of {inside[0]['channels']}")
         rows[run["init"], run["seed"]] = row
-    table = pd.DataFrame.from_dict(rows, orient="index").astype({"by step": "Int64"})
+    table = pd.DataFrame.from_dict(rows, orient="index").astype({"by step": "Int64", "best by step": "Int64"})
     table.index.names = ["init", "seed"]
     return table
 
@@ -318,10 +315,12 @@ def plot_stability(record, key="loss_curve"):
     axes = axes.flatten()
     config = record["config"]
     for ax, init in zip(axes, inits):
-        for run in (run for run in record["runs"] if run["init"] == init):
+        runs = [run for run in record["runs"] if run["init"] == init]
+        for run in runs:
             steps = [(i + 1) * run["window"] for i in range(len(run[key]))]
             ax.plot(steps, run[key], marker=".", markersize=3, alpha=0.8, label=f"seed {run['seed']}")
-        ax.set_title(_ascii(f"init={init}"), fontsize=9)
+        diverged = sum(bool(run["nonfinite"]) for run in runs)  # their NaN windows draw nothing
+        ax.set_title(ascii_text(f"init={init}" + (f" ({diverged} diverged)" if diverged else "")), fontsize=9)
         ax.grid(alpha=0.3)
         ax.set_xlabel("step")
         ax.xaxis.set_tick_params(labelbottom=True)
@@ -335,7 +334,7 @@ def plot_stability(record, key="loss_curve"):
         axes[-1].legend(handles, labels, fontsize=7, loc="center")
     else:
         axes[-1].legend(fontsize=7)
-    fig.suptitle(_ascii(f"First {config['steps']} steps, lr {config['lr']}, batch {config['batch_size']}, "
+    fig.suptitle(ascii_text(f"First {config['steps']} steps, lr {config['lr']}, batch {config['batch_size']}, "
                         f"{config['image_size']}x{config['image_size']} ({record['preset']} preset)"), fontsize=10)
     fig.tight_layout()
     return fig

@@ -5,6 +5,7 @@ counts as two FLOPs); activation memory is measured from the tensors autograd
 saves for the backward pass. Nothing here is written out by hand.
 """
 
+import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -60,36 +61,31 @@ def layer_summary(net, input_shape=(1, 1, 224, 224), device="cpu"):
     backward with respect to the weights. ``prediction_activation_bytes`` is the
     largest input + output pair any layer holds at once;
     ``training_activation_bytes`` is everything autograd keeps for backward.
+    It measures a copy of ``net`` on ``device``: the network itself keeps its
+    device, mode and gradients.
     """
-    net = net.to(device)
-    was_training = net.training
+    net = copy.deepcopy(net).to(device)  # not net.to(device), which moves the caller's network
     leaves = _leaf_layers(net)
     outputs = {}
-    hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: outputs.__setitem__(name, (inp[0], out)))
-             for name, m in leaves]
+    for name, m in leaves:
+        m.register_forward_hook(lambda mod, inp, out, name=name: outputs.__setitem__(name, (inp[0], out)))
     x = torch.randn(input_shape, device=device)
-    try:
-        net.eval()
-        with torch.no_grad(), FlopCounterMode(display=False) as forward_counter:
-            net(x)
-        prediction_bytes = max(i.nbytes + o.nbytes for i, o in outputs.values())
+    net.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as forward_counter:
+        net(x)
+    prediction_bytes = max(i.nbytes + o.nbytes for i, o in outputs.values())
 
-        net.train()
-        saved = {}
+    net.train()
+    saved = {}
 
-        def pack(t):
-            saved[(t.untyped_storage().data_ptr(), t.dtype)] = t.untyped_storage().nbytes()
-            return t
+    def pack(t):
+        saved[(t.untyped_storage().data_ptr(), t.dtype)] = t.untyped_storage().nbytes()
+        return t
 
-        with FlopCounterMode(display=False) as training_counter:
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                loss = net(x).float().sum()
-            loss.backward()
-        net.zero_grad(set_to_none=True)
-    finally:
-        for h in hooks:
-            h.remove()
-        net.train(was_training)
+    with FlopCounterMode(display=False) as training_counter:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = net(x).float().sum()
+        loss.backward()
 
     params_of = {name: sum(p.numel() for p in m.parameters()) for name, m in leaves}
     weights = {p.untyped_storage().data_ptr() for p in net.parameters()}
@@ -108,7 +104,7 @@ def layer_summary(net, input_shape=(1, 1, 224, 224), device="cpu"):
 
 def block_shapes(net, input_shape=(1, 1, 224, 224)):
     """``(class name, output shape)`` after each top-level layer, as the seeds print them."""
-    x = torch.randn(input_shape)
+    x = torch.randn(input_shape, device=next(net.parameters(), torch.empty(0)).device)  # where the network is
     rows = []
     was_training = net.training
     net.eval()

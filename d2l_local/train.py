@@ -15,6 +15,7 @@ a few hundred images), as CI does when it executes the notebooks.
 import json
 import math
 import os
+import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -25,16 +26,22 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .allocator import keep_freed_memory
+from .data import DeviceLoader
 from .models import init_weights, min_input_size
 from .relu_fusion import fuse_relus
 from .space_to_depth import space_to_depth
 
 QUICK_IMAGES = 512
 NAN_CHECK_EVERY = 20
+# fp16's GradScaler skips each step whose gradient overflows and halves its scale (it starts at 2**16 and
+# doubles only after 2000 clean steps), so a diverged run can keep a finite loss and finite weights. Below
+# 1e-4 (30 halvings from the start) the gradients overflow fp16 (65504) even scaled down 10,000-fold, i.e.
+# exceed about 6.5e8: no run that learns gets there.
+MIN_GRAD_SCALE = 1e-4
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or the weights became NaN or infinite."""
+    """The loss or the weights became NaN or infinite, or (fp16) every step's gradient overflowed."""
 
 
 def quick_mode():
@@ -61,9 +68,10 @@ def cpu_has_native_bf16():
 def pick_precision(device, precision="auto"):
     """Resolve ``"auto"`` to ``"bf16"``, ``"fp16"`` or ``"fp32"`` for ``device``.
 
-    On a GPU: bf16 where supported, else fp16 with a gradient scaler (Colab's
-    T4). On the CPU: bf16 only where the CPU has bf16 matrix instructions,
-    where ``python -m d2l_local bench`` measures it about twice as fast as fp32.
+    On a GPU: bf16 where it is native (compute capability 8.0, Ampere, and
+    newer), else fp16 with a gradient scaler (Colab's T4, a V100). On the CPU:
+    bf16 only where the CPU has bf16 matrix instructions (AMX or AVX512-BF16),
+    fp32 elsewhere (without them oneDNN has no fast bf16 kernels).
     """
     if precision != "auto":
         if precision not in ("bf16", "fp16", "fp32"):
@@ -71,7 +79,9 @@ def pick_precision(device, precision="auto"):
         return precision
     device = torch.device(device)
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        # Not torch.cuda.is_bf16_supported(): it counts emulation (True on a T4), and cuDNN has no bf16
+        # convolutions below 8.0. The capability is that of `device`, not of the current GPU.
+        return "bf16" if torch.cuda.get_device_capability(device) >= (8, 0) else "fp16"
     return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
 
 
@@ -94,22 +104,48 @@ class History:
     def final(self):
         return self.epochs[-1] if self.epochs else {}
 
+    def __repr__(self):  # short: a notebook shows it when train_ch6 is a cell's last line
+        final = self.final
+        if not final:
+            return "History(no epochs)"
+        return (f"History({len(self.epochs)} epochs: train loss {final['train_loss']:.4f}, "
+                f"train acc {final['train_acc']:.4f}, test acc {final['test_acc']:.4f})")
 
-def write_json_atomic(path, obj):
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once, at import: os.umask can only be read by setting it
+
+
+def _write_atomic(path, write):
+    """Call ``write(file)`` on a new temp file next to ``path``, then rename it over ``path``.
+
+    Readers see the old file or the new one, never a partial one; on any error
+    (Ctrl-C included) the temp file is removed and ``path`` is left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")  # a unique name
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would make results and checkpoints private
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename, so a crash cannot leave an empty file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path, obj):
+    """Write ``obj`` as indented UTF-8 JSON, atomically."""
+    text = json.dumps(obj, indent=1, ensure_ascii=False) + "\n"
+    _write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def save_checkpoint(path, state):
-    """Write ``state`` with ``torch.save`` atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Write ``state`` with ``torch.save``, atomically."""
+    _write_atomic(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path):
@@ -132,6 +168,11 @@ def evaluate_accuracy(net, data_iter, device=None, precision="fp32", max_images=
                 break
     net.train(was_training)
     return float(correct) / max(total, 1)
+
+
+def evaluate_accuracy_gpu(net, data_iter, device=None):
+    """``d2l``'s name and call for :func:`evaluate_accuracy` (any device, not only a GPU)."""
+    return evaluate_accuracy(net, data_iter, device)
 
 
 def train_step(model, optimizer, scaler, X, y, device, precision, label_smoothing=0.0, clip_grad_norm=None):
@@ -161,20 +202,23 @@ def _epoch_seed(seed, epoch):
 
 
 def _check_input_size(net, data_iter, device):
-    size = getattr(data_iter, "image_size", None)
-    if size is None:
+    """Run one of the loader's images through ``net``; say so when they are smaller than it accepts."""
+    if not isinstance(data_iter, DeviceLoader):
         return
+    X = data_iter.preprocess(data_iter.images[:1]).to(device)  # the loader's own channels and size
     try:
         with torch.no_grad():
-            net.eval()(torch.zeros(1, 1, size, size, device=device))
+            net.eval()(X)
     except RuntimeError as err:
         try:
-            side = min_input_size(net)
-            smallest = f"the smallest input it accepts is {side}x{side}"
-        except ValueError:
-            smallest = "it was built for one fixed input size"
-        raise ValueError(f"{size}x{size} images do not fit {type(net).__name__}: {smallest}. "
-                         f"Choose resize accordingly (the seeds use 224). ({err})") from None
+            side = min_input_size(net, in_channels=X.shape[1])
+        except ValueError:  # no size fits (other channels, a fixed input size...): not a resize problem
+            side = 0
+        size = X.shape[-1]
+        if size >= side:
+            raise  # the network's own error, unchanged
+        raise ValueError(f"{size}x{size} images do not fit {type(net).__name__}: the smallest input it accepts "
+                         f"is {side}x{side}. Choose resize accordingly (the seeds use 224). ({err})") from None
     finally:
         net.train()
 
@@ -243,11 +287,21 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
         state = load_checkpoint(checkpoint)
         # A constant-rate run may be extended; a scheduled one depends on its length.
         free = {"epochs"} if schedule == "constant" else set()
-        saved = {k: v for k, v in state["config"].items() if k not in free}
-        mine = {k: v for k, v in config.items() if k not in free}
+
+        def comparable(cfg):
+            # The device's type only: "cuda" and try_gpu()'s "cuda:0" are the same GPU, and an index
+            # names a slot, not the hardware (resuming on the CPU stays bitwise exact).
+            return {k: torch.device(v).type if k == "device" else v for k, v in cfg.items() if k not in free}
+
+        saved, mine = comparable(state["config"]), comparable(config)
         if saved != mine:
             raise ValueError(f"checkpoint {checkpoint} was written by a different run: {saved} vs {mine}. "
                              "Use another checkpoint path, or the same settings.")
+        done = len(state["history"])
+        if done > num_epochs:
+            raise ValueError(f"checkpoint {checkpoint} already holds {done} epochs, more than num_epochs={num_epochs}. "
+                             f"Pass num_epochs={done} (or more) to continue it, use another checkpoint path, "
+                             "or read it with load_checkpoint.")
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler:
@@ -284,10 +338,10 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
                 seen += len(y)
                 bar.update()
                 if (step + 1) % NAN_CHECK_EVERY == 0 or step + 1 == steps_per_epoch:
-                    _check_finite(loss_sum, net, epoch, step, lr)
+                    _check_diverged(loss_sum, net, scaler, epoch, step, lr)
                 if max_images and seen >= max_images:
                     break
-            _check_finite(loss_sum, net, epoch, step, lr)
+            _check_diverged(loss_sum, net, scaler, epoch, step, lr)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - start
@@ -312,15 +366,19 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
     return history
 
 
-def _check_finite(loss_sum, net, epoch, step, lr):
+def _check_diverged(loss_sum, net, scaler, epoch, step, lr):
     # The weights too: a fused ReLU (relu_fusion) turns NaN into 0, so NaN weights need not reach the loss.
     finite = torch.stack([torch.isfinite(loss_sum).all(), *(p.detach().isfinite().all() for p in net.parameters())])
     if not finite.all().item():
-        raise TrainingDiverged(
-            f"the loss or the weights became NaN or infinite in epoch {epoch + 1} (by step {step + 1}); "
-            "the run was stopped. "
-            f"The learning rate {lr} is probably too large for this network and initialisation: "
-            f"try a smaller one (e.g. {lr / 10:g}). Checkpoints of finished epochs are untouched.")
+        what = "the loss or the weights became NaN or infinite"
+    elif (scale := scaler.get_scale()) < MIN_GRAD_SCALE:  # get_scale() is 1.0 without fp16
+        what = f"the fp16 gradients overflowed step after step, so every step was skipped (gradient scale {scale:.1e})"
+    else:
+        return
+    raise TrainingDiverged(
+        f"{what} in epoch {epoch + 1} (by step {step + 1}); the run was stopped. "
+        f"The learning rate {lr} is probably too large for this network and initialisation: "
+        f"try a smaller one (e.g. {lr / 10:g}). Checkpoints of finished epochs are untouched.")
 
 
 def chance_level(num_classes):
@@ -329,16 +387,25 @@ def chance_level(num_classes):
 
 
 def _warn_if_at_chance(epochs, num_classes, lr, clip_grad_norm=None):
-    """Warn when the first epoch ends at chance, or a later one falls back to it (a collapse)."""
-    record, at_chance = epochs[-1], chance_level(num_classes)
-    if record["train_acc"] >= at_chance:
+    """Warn when the first epoch ends at chance, or a later one falls back to it (a collapse).
+
+    An epoch is at chance when its train and its test accuracy both are: the train accuracy is the mean
+    over the epoch (dropout on), low for a run that starts learning late in it.
+    """
+    level = chance_level(num_classes)
+
+    def at_chance(record):
+        return record["train_acc"] < level and record["test_acc"] < level
+
+    record = epochs[-1]
+    if not at_chance(record):
         return
     if record["epoch"] == 1:
         warnings.warn(
             f"accuracy is still at chance after the first epoch (train {record['train_acc']:.3f}, "
             f"test {record['test_acc']:.3f}): the network has not started learning. "
             "Try init='d2l_local' (the default) or a smaller learning rate.", stacklevel=3)
-    elif epochs[-2]["train_acc"] >= at_chance:
+    elif not at_chance(epochs[-2]):
         best = max(epochs[:-1], key=lambda r: r["train_acc"])
         warnings.warn(
             f"the run collapsed: train accuracy fell back to chance in epoch {record['epoch']} "
@@ -350,12 +417,19 @@ def _warn_if_at_chance(epochs, num_classes, lr, clip_grad_norm=None):
 
 
 def _in_notebook():
+    # isinstance, not the class name: Colab's shell (google.colab._shell.Shell) is a subclass.
     try:
         from IPython import get_ipython
     except ImportError:
         return False
     shell = get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+    if shell is None:  # plain Python (the command line): no need to import ipykernel
+        return False
+    try:
+        from ipykernel.zmqshell import ZMQInteractiveShell
+    except ImportError:
+        return False
+    return isinstance(shell, ZMQInteractiveShell)
 
 
 def _live_plot(num_epochs):

@@ -8,11 +8,12 @@ same process).
 Every test sees a clean environment: ``D2L_LOCAL_QUICK`` unset,
 ``FASHION_MNIST_DIR`` pointing at the real data found when the session started,
 and ``XDG_CACHE_HOME`` in a temporary folder, so no test reads or writes the
-user's cache.
+user's cache; and no test reaches the network.
 """
 
 import os
 import sys
+import urllib.error
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,16 @@ def real_data_dir():
     if _REAL_DIR is None:
         pytest.fail(f"these tests need the real Fashion-MNIST files: {_NO_DATA}")
     return _REAL_DIR
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """No test reaches the network: a download fails as it does offline, unless the test fakes ``urlopen``."""
+
+    def urlopen(url, timeout=None):
+        raise urllib.error.URLError("no network in the tests")
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", urlopen)
 
 
 @pytest.fixture(autouse=True)

@@ -4,11 +4,27 @@ import json
 import subprocess
 import sys
 import time
+import types
 
 import pytest
+import torch
+from test_data import fake_urlopen, gz_of, nothing_installed  # noqa: F401 - nothing_installed: a fixture
 
 from d2l_local import cli
+from d2l_local import data as data_mod
 from d2l_local.models import INITS
+
+CLOSED_PORT = "http://127.0.0.1:9"
+
+
+@pytest.fixture
+def subprocess_env(subprocess_env):
+    """conftest's, with proxies at a closed port, so that a child process cannot download either."""
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        subprocess_env[name] = CLOSED_PORT
+    for name in ("no_proxy", "NO_PROXY"):
+        subprocess_env.pop(name, None)
+    return subprocess_env
 
 
 def run_module(args, env, cwd, timeout=300):
@@ -114,7 +130,7 @@ def test_bad_batch_size_exits_with_a_clear_message(subprocess_env, tmp_path):
     result = run_module(["train", "--model", "paper", "--batch-size", "0", "--device", "cpu"],
                         subprocess_env, tmp_path)
     assert result.returncode != 0
-    assert "batch_size must be at least 1" in result.stderr
+    assert "batch_size must be an int, at least 1; got 0" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -141,11 +157,94 @@ def test_bad_arguments_exit_2(argv, expected, capsys):
     assert expected in capsys.readouterr().err
 
 
+@pytest.fixture
+def fake_training(monkeypatch):
+    """Make ``train`` skip the data and the training; returns the keyword arguments train_ch6 got."""
+    from d2l_local import data, train
+
+    got = {}
+
+    def train_ch6(net, train_iter, test_iter, num_epochs, lr, device, **kwargs):
+        got.update(kwargs, device=device)
+        return types.SimpleNamespace(final={"epoch": num_epochs})
+
+    monkeypatch.setattr(data, "load_data_fashion_mnist", lambda *args, **kwargs: (None, None))
+    monkeypatch.setattr(train, "train_ch6", train_ch6)
+    return got
+
+
+@pytest.mark.parametrize("command", [["train"], ["bench"], ["experiment", "stability"]])
+@pytest.mark.parametrize("device, gpus, available", [
+    ("gpu", 0, "available: cpu"),
+    ("cuda", 0, "available: cpu"),
+    ("cuda:2", 2, "available: cpu, cuda, cuda:0, cuda:1"),
+])
+def test_unknown_device_is_a_usage_error_listing_the_devices(command, device, gpus, available, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*command, "--device", device])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"no device '{device}' here; {available}" in err and "Traceback" not in err
+
+
+def test_device_that_exists_is_used(monkeypatch, fake_training):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert cli.main(["train", "--model", "paper", "--device", "cuda:1", "--quiet"]) == 0
+    assert fake_training["device"] == torch.device("cuda:1")
+
+
+def test_resume_without_checkpoint_is_a_usage_error(capsys, fake_training):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train", "--model", "paper", "--device", "cpu", "--resume"])
+    assert exc.value.code == 2
+    assert "--resume needs --checkpoint" in capsys.readouterr().err
+    assert fake_training == {}  # nothing was trained
+
+
+@pytest.mark.parametrize("exists", [False, True])
+def test_resume_from_a_missing_checkpoint_starts_fresh_and_says_so(exists, tmp_path, capsys, fake_training):
+    checkpoint = tmp_path / "run.pt"
+    if exists:
+        checkpoint.write_bytes(b"")  # the fake train_ch6 does not read it
+    assert cli.main(["train", "--model", "paper", "--device", "cpu", "--quiet",
+                     "--checkpoint", str(checkpoint), "--resume"]) == 0
+    said = f"no checkpoint at {checkpoint}, starting fresh" in capsys.readouterr().out
+    assert said is not exists
+    assert fake_training["checkpoint"] == str(checkpoint) and fake_training["resume"] is True
+
+
 def test_data_command_reports_missing_data(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path / "nowhere"))
     assert cli.main(["data"]) == 2
     err = capsys.readouterr().err
     assert "nowhere" in err and "not a directory" in err
+
+
+def test_data_fetch_does_not_download_data_that_is_there(real_data_dir, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(data_mod.urllib.request, "urlopen", fake_urlopen(lambda name, url: b"", calls))
+    assert cli.main(["data", "--fetch"]) == 0
+    assert calls == []
+    out = capsys.readouterr().out
+    assert f"Fashion-MNIST: {real_data_dir} (verified" in out
+
+
+@pytest.mark.usefixtures("nothing_installed")
+def test_data_fetch_downloads_when_no_folder_has_the_data(real_data_dir, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(data_mod.urllib.request, "urlopen",
+                        fake_urlopen(lambda name, url: gz_of(real_data_dir, name), calls))
+    assert cli.main(["data", "--fetch"]) == 0
+    assert len(calls) == 4
+    assert f"Fashion-MNIST: {data_mod.cache_dir()} (verified" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("nothing_installed")
+def test_data_fetch_offline_with_no_data_says_what_to_install(capsys):
+    assert cli.main(["data", "--fetch"]) == 2
+    err = capsys.readouterr().err
+    assert "downloading it failed" in err and "apt-get install dataset-fashion-mnist" in err
 
 
 def test_pyproject_does_not_depend_on_torch_torchvision_numpy(repo_root):
@@ -170,7 +269,8 @@ def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
 
     def fake_run_one(preset, options, recipe, seed, device, loaders, save_model=None):
         trained.append((tuple(options.items()), seed))
-        return {"num_1x1": options.get("num_1x1", 2), "seed": seed, "final_test_acc": 0.5}
+        return {"num_1x1": options.get("num_1x1", 2), "seed": seed, "final_test_acc": 0.5,
+                "final_train_acc_eval": 0.6, "params": 1, "training_flops_per_image": 1.0, "history": []}
 
     monkeypatch.setattr(experiments, "run_one", fake_run_one)
     [path] = experiments.run_experiment("conv1x1_count", "cpu")
@@ -185,6 +285,11 @@ def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
     assert len(trained) == 20 + 3 + 6
     list(experiments.run_experiment("gap_vs_fc", "cpu", fresh=since))  # the baseline was trained since
     assert len(trained) == 20 + 3 + 6 + 3
+    kept = next(f for f in sorted((tmp_path / "runs").glob("*.json"))  # a num_1x1=0 run kept by a version
+                if json.loads(f.read_text())["num_1x1"] == 0)              # that recorded less
+    kept.write_text(json.dumps({k: v for k, v in json.loads(kept.read_text()).items() if k != "final_train_acc_eval"}))
+    list(experiments.run_experiment("conv1x1_count", "cpu"))
+    assert len(trained) == 20 + 3 + 6 + 3 + 1
     with pytest.raises(ValueError, match="cannot be combined with 'all'"):
         list(experiments.run_experiment("all", "cpu", only="num_1x1=2"))
     with pytest.raises(ValueError, match="stability has no --verify"):

@@ -6,6 +6,7 @@ import io
 import urllib.error
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -44,14 +45,24 @@ def no_partial_files(folder):
     return [p for p in Path(folder).rglob("*") if p.name.endswith(".part")] == []
 
 
+@pytest.fixture
+def nothing_installed(tmp_path, monkeypatch):
+    """No $FASHION_MNIST_DIR and no Debian copy: only the (empty, temporary) cache is left."""
+    monkeypatch.delenv("FASHION_MNIST_DIR")
+    monkeypatch.setattr(data_mod, "SYSTEM_DIR", tmp_path / "no-system-copy")
+
+
 # ---------------------------------------------------------------- error messages
 
 
 def test_missing_directory_says_what_to_do(tmp_path, monkeypatch):
     missing = tmp_path / "nowhere"
     monkeypatch.setenv("FASHION_MNIST_DIR", str(missing))
+    calls = []
+    monkeypatch.setattr(data_mod.urllib.request, "urlopen", fake_urlopen(lambda name, url: b"", calls))
     with pytest.raises(DataError) as err:
         load_data_fashion_mnist(64, device="cpu")
+    assert calls == []  # a wrong $FASHION_MNIST_DIR is reported, not replaced by a download
     message = str(err.value)
     assert str(missing) in message
     assert "not a directory" in message and "FASHION_MNIST_DIR" in message
@@ -78,14 +89,23 @@ def test_missing_file_in_given_folder(data_copy):
     assert "apt-get install dataset-fashion-mnist" in message or "--fetch" in message
 
 
-def test_nothing_found_anywhere(tmp_path, monkeypatch):
-    monkeypatch.delenv("FASHION_MNIST_DIR")
-    monkeypatch.setattr(data_mod, "SYSTEM_DIR", tmp_path / "no-system-copy")
+def test_nothing_found_anywhere(nothing_installed):
     with pytest.raises(DataError) as err:
         d2l_local.find_data_dir()
     message = str(err.value)
     assert "no-system-copy" in message and "apt-get install dataset-fashion-mnist" in message
     assert "--fetch" in message
+
+
+def test_nothing_found_and_download_fails_says_both(nothing_installed, capsys):
+    with pytest.raises(DataError) as err:
+        load_data_fashion_mnist(64, device="cpu")
+    message = str(err.value)
+    assert "no-system-copy" in message and str(data_mod.cache_dir()) in message
+    assert "downloading it failed" in message and "no network in the tests" in message
+    assert "apt-get install dataset-fashion-mnist" in message and "FASHION_MNIST_DIR" in message
+    assert "downloading it into the cache" in capsys.readouterr().out
+    assert not data_mod.cache_dir().exists() or list(data_mod.cache_dir().iterdir()) == []
 
 
 def test_truncated_gz_names_file_and_expected_digest(data_copy):
@@ -98,7 +118,7 @@ def test_truncated_gz_names_file_and_expected_digest(data_copy):
     assert str(path) in message
     assert "truncated or corrupt" in message
     assert data_mod.SHA256[SMALLEST] in message
-    assert "Delete it" in message and "--fetch" in message
+    assert "Replace it there" in message and "unset FASHION_MNIST_DIR" in message
 
 
 def test_corrupt_payload_gives_expected_and_actual_digest(data_copy):
@@ -112,7 +132,7 @@ def test_corrupt_payload_gives_expected_and_actual_digest(data_copy):
     assert str(path) in message
     assert data_mod.SHA256[SMALLEST] in message
     assert hashlib.sha256(bytes(payload)).hexdigest() in message
-    assert "Delete it" in message
+    assert "Replace it there" in message
 
 
 def test_corrupt_decompressed_file(data_copy):
@@ -125,6 +145,31 @@ def test_corrupt_decompressed_file(data_copy):
     assert data_mod.SHA256[SMALLEST] in str(err.value)
 
 
+@pytest.mark.parametrize("where, advice", [
+    ("system", ["apt-get install --reinstall dataset-fashion-mnist", "FASHION_MNIST_DIR"]),
+    ("variable", ["Replace it there", "unset FASHION_MNIST_DIR"]),
+    ("cache", ["Delete it", "python -m d2l_local data --fetch"]),
+    ("elsewhere", ["Replace it with a good copy"]),
+])
+def test_corrupt_file_advice_depends_on_where_it_is(where, advice, tmp_path, monkeypatch):
+    # --fetch writes only into the cache, so only there is "delete it and fetch" the way out.
+    folder = {"system": tmp_path / "system", "variable": tmp_path / "variable",
+              "cache": data_mod.cache_dir(), "elsewhere": tmp_path / "elsewhere"}[where]
+    monkeypatch.setattr(data_mod, "SYSTEM_DIR", tmp_path / "system")
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path / "variable"))
+    folder.mkdir(parents=True)
+    bad = b"\x00" * 100
+    (folder / SMALLEST).write_bytes(bad)
+    with pytest.raises(DataError) as err:
+        data_mod.read_payload(folder / SMALLEST, SMALLEST)
+    message = str(err.value)
+    assert data_mod.SHA256[SMALLEST] in message and hashlib.sha256(bad).hexdigest() in message
+    for words in advice:
+        assert words in message
+    if where != "cache":
+        assert "--fetch" not in message  # fetching would not replace this file
+
+
 def test_damaged_deflate_stream_gives_data_error(data_copy):
     path = data_copy / f"{SMALLEST}.gz"
     raw = gzip.compress(payload_of(data_copy, SMALLEST))
@@ -135,13 +180,33 @@ def test_damaged_deflate_stream_gives_data_error(data_copy):
     assert str(path) in str(err.value) and data_mod.SHA256[SMALLEST] in str(err.value)
 
 
-def test_batch_size_below_one(fashion):
-    with pytest.raises(ValueError, match="batch_size"):
-        load_data_fashion_mnist(0)
-    with pytest.raises(ValueError, match="batch_size"):
-        DeviceLoader(*fashion["test"], 0)
-    with pytest.raises(ValueError, match="resize"):
-        load_data_fashion_mnist(64, resize=0)
+@pytest.mark.parametrize("batch_size, resize, expected", [
+    (0, None, "batch_size must be an int, at least 1; got 0"),
+    (2.0, None, "batch_size must be an int, at least 1; got 2.0"),
+    ("128", None, "batch_size must be an int, at least 1; got '128'"),
+    (True, None, "batch_size must be an int, at least 1; got True"),
+    (64, 0, "resize must be a positive image side"),
+    (64, 64.0, "resize must be a positive image side"),
+    (64, "224", "resize must be a positive image side"),
+    (64, (64, 64, 64), "resize must be a positive image side"),
+    (64, (64, 0), "resize must be a positive image side"),
+    (64, (64, 96), "only square sizes are supported"),
+])
+def test_bad_batch_size_or_resize_says_why(batch_size, resize, expected, fashion):
+    with pytest.raises(ValueError) as err:
+        load_data_fashion_mnist(batch_size, resize=resize, device="cpu")
+    assert expected in str(err.value)
+    with pytest.raises(ValueError) as err:
+        DeviceLoader(*fashion["test"], batch_size, resize=resize)
+    assert expected in str(err.value)
+
+
+@pytest.mark.parametrize("resize", [32, (32, 32), [32], np.int64(32), torch.tensor(32)])
+def test_resize_takes_a_side_or_a_square_pair(resize, fashion):
+    loader = DeviceLoader(fashion["test"][0][:8], fashion["test"][1][:8], np.int64(4), resize=resize)
+    assert loader.image_size == 32 and type(loader.image_size) is int and type(loader.batch_size) is int
+    X, _ = next(iter(loader))
+    assert X.shape == (4, 1, 32, 32)
 
 
 def test_resize_too_small_for_nin_names_minimum(fashion):
@@ -326,6 +391,21 @@ def test_fetch_downloads_and_verifies(real_data_dir, tmp_path, monkeypatch):
     assert sorted(p.name for p in folder.iterdir()) == sorted(f"{n}.gz" for n in NAMES)
     assert len(calls) == 4 and all(url.startswith(data_mod.MIRRORS[0]) for url in calls)
     check_tensors(data_mod.load_tensors(folder))
+
+
+def test_loader_downloads_into_the_cache_when_nothing_is_found(nothing_installed, real_data_dir, fashion,
+                                                               monkeypatch):
+    calls = []
+    monkeypatch.setattr(data_mod.urllib.request, "urlopen",
+                        fake_urlopen(lambda name, url: gz_of(real_data_dir, name), calls))
+    _, test_iter = load_data_fashion_mnist(256, device="cpu")
+    assert len(calls) == 4
+    cache = data_mod.cache_dir()
+    for name in NAMES:
+        assert hashlib.sha256(payload_of(cache, name)).hexdigest() == data_mod.SHA256[name]
+    assert torch.equal(test_iter.images, fashion["test"][0])
+    assert d2l_local.find_data_dir() == cache  # the next run finds them there, without the network
+    assert no_partial_files(cache)
 
 
 def test_fetch_uses_the_cache_by_default(real_data_dir, tmp_path, monkeypatch):

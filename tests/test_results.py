@@ -3,6 +3,7 @@
 import json
 
 import matplotlib
+import pandas as pd
 import pytest
 
 matplotlib.use("Agg")
@@ -129,9 +130,9 @@ def test_describe_provenance_is_one_line(record):
 def test_stability_summary_counts_stuck_runs(stability):
     table = results.stability_summary(stability)
     assert list(table.index) == ["xavier", "kaiming"]
-    assert table.loc["xavier", "stuck"] == 1
     assert table.loc["xavier", "stuck (of n)"] == "1 of 2"
-    assert table.loc["kaiming", "stuck"] == 0
+    assert table.loc["kaiming", "stuck (of n)"] == "0 of 2"
+    assert table.loc["kaiming", "diverged (of n)"] == "0 of 2"
     assert table.loc["xavier", "dead (of n)"] == "1 of 2" and table.loc["kaiming", "dead (of n)"] == "0 of 2"
     assert table.loc["kaiming", "last-window acc min"] == pytest.approx(0.6)
     fig = results.plot_stability(stability)
@@ -172,6 +173,14 @@ def test_stability_runs_names_each_outcome_the_spike_after_the_best_window_and_c
                 "max_loss_curve": [40.0, float("nan")]}
     row = results.stability_runs({**stability, "runs": [diverged]}).iloc[0]
     assert row["outcome"] == "diverged" and row["by step"] == 40  # the first window whose step loss is NaN
+    assert (row["best window acc"], row["best by step"]) == (0.1, 20)  # the best before it diverged
+    late = {**diverged, "acc_curve": [0.1, 0.3, 0.5], "loss_curve": [2.3, 2.0, float("nan")],
+            "max_loss_curve": [2.4, 2.1, float("inf")], "closed_channels_at_end": closed}
+    table = results.stability_runs({**stability, "runs": [late]})
+    assert (table.iloc[0]["best window acc"], table.iloc[0]["by step"]) == (0.3, 60)  # not the window after
+    assert "block 1 closed" not in table.columns  # NaN weights: closed counts mean nothing
+    first = {**diverged, "max_loss_curve": [float("nan"), float("nan")]}
+    assert pd.isna(results.stability_runs({**stability, "runs": [first]}).iloc[0]["best window acc"])
 
 
 def test_stability_summary_warns_about_an_interrupted_record(stability):
@@ -198,3 +207,12 @@ def test_provenance_dirty_means_changed_code_not_written_results(tmp_path, monke
     assert provenance.provenance("cpu")["dirty"] is False
     (tmp_path / "code.py").write_text("x = 2\n")
     assert provenance.provenance("cpu")["dirty"] is True
+
+
+def test_stability_plot_and_summary_count_diverged_runs(stability):
+    runs = [{**stability["runs"][2], "nonfinite": True, "loss_curve": [2.9, float("nan")]}, stability["runs"][3]]
+    record = {**stability, "runs": runs}
+    assert results.stability_summary(record).loc["kaiming", "diverged (of n)"] == "1 of 2"
+    fig = results.plot_stability(record)
+    assert fig.axes[0].get_title() == "init=kaiming (1 diverged)"
+    matplotlib.pyplot.close(fig)

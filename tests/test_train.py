@@ -394,10 +394,20 @@ def assert_accepts_calls_of(ours, theirs):
 
 
 def test_signatures_accept_d2l_calls():
-    d2l = pytest.importorskip("d2l.torch")
+    from d2l import torch as d2l  # make setup installs d2l: its absence is a failure, not a skip
+
     assert_accepts_calls_of(d2l_local.load_data_fashion_mnist, d2l.load_data_fashion_mnist)
     assert_accepts_calls_of(d2l_local.train_ch6, d2l.train_ch6)
     assert_accepts_calls_of(d2l_local.try_gpu, d2l.try_gpu)
+    assert_accepts_calls_of(d2l_local.evaluate_accuracy_gpu, d2l.evaluate_accuracy_gpu)
+    assert_accepts_calls_of(d2l_local.get_fashion_mnist_labels, d2l.get_fashion_mnist_labels)
+    assert d2l_local.get_fashion_mnist_labels([0, 9]) == d2l.get_fashion_mnist_labels([0, 9])
+
+
+def test_history_repr_is_one_line():
+    history = d2l_local.History(epochs=[dict(epoch=1, train_loss=0.5, train_acc=0.8, test_acc=0.75)])
+    assert repr(history) == "History(1 epochs: train loss 0.5000, train acc 0.8000, test acc 0.7500)"
+    assert repr(d2l_local.History()) == "History(no epochs)"
 
 
 def test_nin_block_signature_is_the_seeds():
@@ -417,10 +427,33 @@ def test_try_gpu_falls_back_to_cpu(monkeypatch):
 
 def test_pick_precision():
     assert d2l_local.pick_precision("cpu", "fp32") == "fp32"
-    assert d2l_local.pick_precision("cpu") in ("bf16", "fp32")
+    assert d2l_local.pick_precision("cuda", "fp16") == "fp16"  # an explicit choice is kept as is
     with pytest.raises(ValueError):
         d2l_local.pick_precision("cpu", "half")
 
+
+def test_pick_precision_on_this_cpu():
+    # read the flags here rather than through cpu_has_native_bf16, so that a wrong reading fails
+    with open("/proc/cpuinfo") as f:
+        flags = f.read()
+    native = " avx512_bf16" in flags or " amx_bf16" in flags
+    assert d2l_local.pick_precision("cpu") == ("bf16" if native else "fp32")
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
+def test_pick_precision_cpu_follows_its_bf16_instructions(monkeypatch, native, expected):
+    monkeypatch.setattr(train_mod, "cpu_has_native_bf16", lambda: native)
+    assert d2l_local.pick_precision("cpu") == expected
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), "fp16"), ((7, 0), "fp16"), ((8, 0), "bf16"),
+                                                  ((9, 0), "bf16")])
+def test_pick_precision_gpu_uses_bf16_only_where_native(monkeypatch, capability, expected):
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: asked.append(device) or capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what torch 2.x says on a T4
+    assert d2l_local.pick_precision("cuda:1") == expected
+    assert asked == [torch.device("cuda:1")]  # the capability of the device asked about, not the current one
 
 
 def test_keep_freed_memory_sets_and_restores_glibc_options(monkeypatch):

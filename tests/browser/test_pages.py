@@ -33,9 +33,6 @@ SCREENSHOTS = ROOT / "_build" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
-if not (HTML / "index.html").is_file():
-    pytest.skip(f"no built book in {HTML}: run `make book` first", allow_module_level=True)
-
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
@@ -59,6 +56,13 @@ FONTCONFIG_WITHOUT_CJK = """<?xml version="1.0"?>
 </fontconfig>
 """
 NETWORK_SCHEMES = ("http:", "https:", "ws:", "wss:", "ftp:", "//")  # data:, blob:, chrome:// stay inside
+
+
+@pytest.fixture(autouse=True, scope="module")
+def built_book():
+    """The browser tests need the built book; without it they fail (a skip would pass without testing)."""
+    if not (HTML / "index.html").is_file():
+        pytest.fail(f"no built book in {HTML}: run `make book` first")
 
 
 def book_pages() -> list[str]:

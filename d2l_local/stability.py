@@ -20,9 +20,12 @@ through it.
 
 ``python -m d2l_local experiment stability_clip`` runs the same first steps
 with d2l_local's initialisation and one change to the recipe: each step's
-gradient is scaled down to a norm of at most ``CLIP_GRAD_NORM``
+gradient is scaled down to a norm of at most 2
 (``torch.nn.utils.clip_grad_norm_``), so that no single step can be much
-longer than a typical one.
+longer than a typical one. Two controls change the recipe in other ways:
+``stability_half_lr`` halves the learning rate, and ``stability_clip_loose``
+clips at a norm that only the longest steps reach (``experiments.STABILITY``
+lists all four experiments and their changes).
 """
 
 import itertools
@@ -36,8 +39,8 @@ from torch import nn
 
 from .allocator import keep_freed_memory
 from .data import load_data_fashion_mnist
-from .experiments import results_dir
-from .models import INITS, NiN, count_parameters, init_weights
+from .experiments import STABILITY, results_dir
+from .models import NiN, count_parameters, init_weights
 from .provenance import provenance
 from .space_to_depth import space_to_depth
 from .train import _epoch_seed, autocast, pick_precision, quick_mode, train_step, write_json_atomic
@@ -50,10 +53,6 @@ QUICK = dict(steps=4, window=2)  # D2L_LOCAL_QUICK=1: a smoke test
 LR, BATCH, SIZE = 0.1, 128, 224
 STUCK_BELOW = 0.2  # train accuracy over the last window; chance is 0.1
 PROBE_IMAGES = 256  # test images on which closed channels are counted at the end of a run
-# stability_clip: the default initialisation again, each step's gradient scaled to at most this norm,
-# chosen from one unclipped diagnosis run (seed 2, not recorded): norms mostly 0.4 to 1.5, single steps 10 to 110.
-CLIP_GRAD_NORM = 2.0
-CLIP_INITS = ("d2l_local",)
 
 
 def closed_channels(activation):
@@ -88,14 +87,14 @@ def closed_channels_by_layer(net, probe, device, precision):
             for b, i, _ in layers]
 
 
-def first_steps(init, seed, steps, window, loaders, device, clip_grad_norm=None):
+def first_steps(init, seed, steps, window, loaders, device, lr=LR, clip_grad_norm=None):
     """Loss and accuracy, averaged over windows of ``window`` steps, for the first ``steps`` steps."""
     train_iter, test_iter = loaders
     probe = torch.cat([X for X, _ in itertools.islice(test_iter, -(-PROBE_IMAGES // BATCH))])[:PROBE_IMAGES]
     precision = pick_precision(device)
     torch.manual_seed(seed)
     net = init_weights(NiN(), init).to(device).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(net.parameters(), lr=LR)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     torch.manual_seed(_epoch_seed(seed, 0))
     train_iter.set_epoch(0)
@@ -140,7 +139,7 @@ def first_steps(init, seed, steps, window, loaders, device, clip_grad_norm=None)
     }
 
 
-def _kept_runs(path, preset, config, rerun):
+def _kept_runs(path, preset, config, rerun, inits):
     """Runs of the record at ``path`` to keep when only the ``rerun`` initialisation is run again."""
     if not path.exists():
         raise ValueError(f"{path} does not exist: run the whole stability experiment first (without --only).")
@@ -150,31 +149,31 @@ def _kept_runs(path, preset, config, rerun):
                          f"{record['config']}); run the whole stability experiment again (without --only).")
     # A run recorded before runs carried their own provenance comes from the record's.
     return [{"provenance": record["provenance"], **run} for run in record["runs"]
-            if run["init"] != rerun and run["init"] in INITS]
+            if run["init"] != rerun and run["init"] in inits]
 
 
-def run_stability(preset="cpu", seeds=None, device="cpu", only=None, clip=False):
-    """Run the stability experiment and write ``results/stability.json``; return its path.
+def run_stability(name="stability", preset="cpu", seeds=None, device="cpu", only=None):
+    """Run the stability experiment ``name`` of ``experiments.STABILITY``; write ``results/NAME.json``, return its path.
 
-    ``only`` runs one initialisation of ``d2l_local.models.INITS`` again and keeps the other
+    ``only`` runs one of the experiment's initialisations again and keeps the other
     initialisations' runs from the existing record, which must have the same
-    preset and config; each run keeps its own provenance. ``clip`` runs the
-    variant ``stability_clip`` instead: the initialisations ``CLIP_INITS`` with each
-    step's gradient clipped to the norm ``CLIP_GRAD_NORM``, written to ``results/stability_clip.json``.
+    preset and config; each run keeps its own provenance.
     """
-    name, inits = ("stability_clip", CLIP_INITS) if clip else ("stability", INITS)
+    if name not in STABILITY:
+        raise ValueError(f"unknown stability experiment {name!r}; choose one of {list(STABILITY)}")
+    inits, lr, clip = STABILITY[name]["inits"], STABILITY[name].get("lr", LR), STABILITY[name].get("clip_grad_norm")
     config = STABILITY_PRESETS[preset] | (QUICK if quick_mode() else {})
     seeds = tuple(seeds or config["seeds"])
     if only is not None and only not in inits:
         raise ValueError(f"{name} has no initialisation {only!r}; its initialisations are {list(inits)}")
     device = torch.device(device)
     path = results_dir() / f"{name}.json"
-    config = {"lr": LR, "batch_size": BATCH, "image_size": SIZE, "params": count_parameters(NiN()),
+    config = {"lr": lr, "batch_size": BATCH, "image_size": SIZE, "params": count_parameters(NiN()),
               "stuck_below": STUCK_BELOW, "probe_images": PROBE_IMAGES, **config, "seeds": list(seeds),
-              **({"clip_grad_norm": CLIP_GRAD_NORM} if clip else {})}
-    runs = _kept_runs(path, preset, config, only) if only else []
+              **({"clip_grad_norm": clip} if clip else {})}
+    runs = _kept_runs(path, preset, config, only, inits) if only else []
     loaders = load_data_fashion_mnist(BATCH, resize=SIZE, device=device)
-    recipe = f"SGD lr {LR}, batch {BATCH}" + (f", gradient norm clipped to {CLIP_GRAD_NORM}" if clip else "")
+    recipe = f"SGD lr {lr}, batch {BATCH}" + (f", gradient norm clipped to {clip}" if clip else "")
     record = {
         "experiment": name, "preset": preset, "provenance": provenance(device),
         "description": f"First steps of the seeds' recipe (224x224 NiN, {recipe}) by initialisation",
@@ -183,8 +182,7 @@ def run_stability(preset="cpu", seeds=None, device="cpu", only=None, clip=False)
     order = {(init, seed): i for i, (init, seed) in enumerate(itertools.product(inits, seeds))}
     with keep_freed_memory(device):
         for init, seed in itertools.product([only] if only else inits, seeds):
-            run = first_steps(init, seed, config["steps"], config["window"], loaders, device,
-                              config.get("clip_grad_norm"))
+            run = first_steps(init, seed, config["steps"], config["window"], loaders, device, lr, clip)
             last_block = [f"{layer['closed']}/{layer['channels']}" for layer in run["closed_channels_at_end"]
                           if layer["block"] == run["closed_channels_at_end"][-1]["block"]]
             print(f"[{name}] init={init} seed={seed}: acc over last {config['window']} steps "

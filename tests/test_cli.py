@@ -98,20 +98,27 @@ def test_stability_experiment_quick_mode_writes_its_record(subprocess_env, tmp_p
     assert json.loads((tmp_path / "results" / "stability.json").read_text()) == rerun
 
 
-def test_stability_clip_writes_its_own_record_and_leaves_stability_alone(subprocess_env, tmp_path):
-    from d2l_local.stability import CLIP_GRAD_NORM, CLIP_INITS
+@pytest.mark.parametrize("name", ["stability_clip", "stability_half_lr"])
+def test_a_stability_variant_writes_its_own_record_and_leaves_stability_alone(subprocess_env, tmp_path, name):
+    from d2l_local.experiments import STABILITY
+    from d2l_local.stability import LR
 
+    change = STABILITY[name]
     subprocess_env.update(D2L_LOCAL_QUICK="1", D2L_LOCAL_RESULTS=str(tmp_path / "results"))
-    result = run_module(["experiment", "stability_clip", "--seeds", "0", "1", "--device", "cpu"],
-                        subprocess_env, tmp_path)
+    result = run_module(["experiment", name, "--seeds", "0", "1", "--device", "cpu"], subprocess_env, tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("[stability_clip]") == 2 * len(CLIP_INITS)
+    assert result.stdout.count(f"[{name}]") == 2 * len(change["inits"])
     assert not (tmp_path / "results" / "stability.json").exists()
-    record = json.loads((tmp_path / "results" / "stability_clip.json").read_text())
-    assert record["experiment"] == "stability_clip" and record["complete"] is True
-    assert record["config"]["clip_grad_norm"] == CLIP_GRAD_NORM and "clipped" in record["description"]
-    assert [(run["init"], run["seed"]) for run in record["runs"]] == [(init, s) for init in CLIP_INITS for s in (0, 1)]
+    record = json.loads((tmp_path / "results" / f"{name}.json").read_text())
+    assert record["experiment"] == name and record["complete"] is True
+    assert record["config"]["lr"] == change.get("lr", LR) and f"lr {record['config']['lr']}" in record["description"]
+    assert record["config"].get("clip_grad_norm") == change.get("clip_grad_norm")
+    assert ("clipped" in record["description"]) == ("clip_grad_norm" in change)
+    assert [(run["init"], run["seed"]) for run in record["runs"]] == [(i, s) for i in change["inits"] for s in (0, 1)]
     for run in record["runs"]:
+        if "clip_grad_norm" not in change:
+            assert "grad_norm_median_curve" not in run
+            continue
         windows = len(run["loss_curve"])
         assert len(run["grad_norm_median_curve"]) == len(run["grad_norm_max_curve"]) == windows
         assert all(0 <= share <= 1 for share in run["clipped_fraction_curve"])

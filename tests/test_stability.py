@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from d2l_local.models import NiN, init_weights
+from d2l_local.models import INITS, NiN, init_weights
 from d2l_local.stability import _kept_runs, closed_channels, closed_channels_by_layer
 
 
@@ -42,10 +42,10 @@ def test_rerunning_one_init_keeps_the_others_with_the_record_provenance(tmp_path
                        {"init": "xavier", "seed": 1, "provenance": {"commit": "def"}},
                        {"init": "retired", "seed": 0}]}
     path.write_text(json.dumps(record))
-    assert _kept_runs(path, "cpu", config, "d2l_local") == [
+    assert _kept_runs(path, "cpu", config, "d2l_local", INITS) == [
         {"init": "xavier", "seed": 0, "provenance": {"commit": "abc"}},
         {"init": "xavier", "seed": 1, "provenance": {"commit": "def"}}]
     with pytest.raises(ValueError, match="another preset or config"):
-        _kept_runs(path, "cpu", {**config, "steps": 5}, "xavier")
+        _kept_runs(path, "cpu", {**config, "steps": 5}, "xavier", INITS)
     with pytest.raises(ValueError, match="without --only"):
-        _kept_runs(tmp_path / "missing.json", "cpu", config, "xavier")
+        _kept_runs(tmp_path / "missing.json", "cpu", config, "xavier", INITS)

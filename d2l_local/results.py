@@ -300,27 +300,40 @@ def stability_runs(record):
     return table
 
 
-def plot_stability(record, key="loss_curve"):
+def plot_stability(record, key="loss_curve", init=None):
     """One panel per initialisation, one line per run (colour: seed) over the first steps; returns the figure.
 
-    ``key`` is ``"loss_curve"`` or ``"acc_curve"``; each point is the mean over
-    a window of ``config["window"]`` steps, drawn at the window's last step. A
-    window whose loss is not finite (a run that diverged) leaves a gap.
+    ``record`` is a stability record, or a dict ``{panel title: record}`` that
+    compares records of different recipes, one panel each; ``init`` keeps only
+    the runs of that initialisation. ``key`` is ``"loss_curve"`` or
+    ``"acc_curve"``; each point is the mean over a window of
+    ``config["window"]`` steps, drawn at the window's last step. A window whose
+    loss is not finite (a run that diverged) leaves a gap.
     """
-    inits = list(dict.fromkeys(run["init"] for run in record["runs"]))
-    cols = min(3, len(inits))
-    rows = -(-len(inits) // cols)
+    records = {None: record} if "runs" in record else record
+    panels = {}
+    for label, each in records.items():
+        for run in each["runs"]:
+            if init in (None, run["init"]):
+                panels.setdefault(label or f"init={run['init']}", []).append(run)
+    configs = [each["config"] for each in records.values()]
+    shared = {k for k in configs[0] if all(config.get(k) == configs[0][k] for config in configs)}
+    presets = {each["preset"] for each in records.values()}
+    if not {"steps", "window", "batch_size", "image_size"} <= shared or len(presets) > 1:
+        raise ValueError("records compared in one figure must share the preset, steps, window, batch size and "
+                         "image size")
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(1.2 + 2.4 * cols, 0.6 + 2.4 * rows), sharex=True, sharey=True,
                              squeeze=False)
     axes = axes.flatten()
-    config = record["config"]
-    for ax, init in zip(axes, inits):
-        runs = [run for run in record["runs"] if run["init"] == init]
+    config = configs[0]
+    for ax, (title, runs) in zip(axes, panels.items()):
         for run in runs:
             steps = [(i + 1) * run["window"] for i in range(len(run[key]))]
             ax.plot(steps, run[key], marker=".", markersize=3, alpha=0.8, label=f"seed {run['seed']}")
         diverged = sum(bool(run["nonfinite"]) for run in runs)  # their NaN windows draw nothing
-        ax.set_title(ascii_text(f"init={init}" + (f" ({diverged} diverged)" if diverged else "")), fontsize=9)
+        ax.set_title(ascii_text(title + (f" ({diverged} diverged)" if diverged else "")), fontsize=9)
         ax.grid(alpha=0.3)
         ax.set_xlabel("step")
         ax.xaxis.set_tick_params(labelbottom=True)
@@ -328,14 +341,15 @@ def plot_stability(record, key="loss_curve"):
     for ax in axes[::cols]:
         ax.set_ylabel(f"{name}\n(mean over {config['window']} steps)")
     handles, labels = axes[0].get_legend_handles_labels()
-    for ax in axes[len(inits):]:
+    for ax in axes[len(panels):]:
         ax.axis("off")  # an empty panel holds the legend
-    if len(axes) > len(inits):
+    if len(axes) > len(panels):
         axes[-1].legend(handles, labels, fontsize=7, loc="center")
     else:
         axes[-1].legend(fontsize=7)
-    fig.suptitle(ascii_text(f"First {config['steps']} steps, lr {config['lr']}, batch {config['batch_size']}, "
-                        f"{config['image_size']}x{config['image_size']} ({record['preset']} preset)"), fontsize=10)
+    setting = ", ".join([*([f"lr {config['lr']}"] if "lr" in shared else []), f"batch {config['batch_size']}",
+                         f"{config['image_size']}x{config['image_size']}", *([f"init={init}"] if init else [])])
+    fig.suptitle(ascii_text(f"First {config['steps']} steps, {setting} ({presets.pop()} preset)"), fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -142,6 +142,19 @@ def test_stability_summary_counts_stuck_runs(stability):
     matplotlib.pyplot.close(fig)
 
 
+def test_plot_stability_compares_recipes_one_panel_per_record(stability):
+    slower = {**stability, "config": {**stability["config"], "lr": stability["config"]["lr"] / 2}}
+    fig = results.plot_stability({"seeds' lr": stability, "half lr": slower}, "acc_curve", init="kaiming")
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["seeds' lr", "half lr"]
+    assert [len(ax.get_lines()) for ax in fig.axes[:2]] == [2, 2]  # the kaiming runs only
+    assert "init=kaiming" in fig.get_suptitle() and " lr " not in fig.get_suptitle()  # the lr differs
+    matplotlib.pyplot.close(fig)
+    other_window = {**stability, "config": {**stability["config"], "window": 5}}
+    with pytest.raises(ValueError, match="must share"):
+        results.plot_stability({"a": stability, "b": other_window})
+    matplotlib.pyplot.close("all")
+
+
 def test_stability_summary_tells_runs_that_started_and_collapsed_from_runs_that_never_started(stability):
     never, fine = stability["runs"][:2]
     collapsed = {**fine, "seed": 2, "acc_curve": [0.6, 0.1], "final_window_acc": 0.1, "stuck": True}

@@ -58,10 +58,17 @@ SEEDS_FOR = {("cpu", "conv1x1_count"): (0, 1, 2, 3, 4)}
 RUN_KEYS = {"final_test_acc", "final_train_acc_eval", "params", "training_flops_per_image", "history"}
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "init", "label_smoothing")
 
+
+def _conv1x1_counts(**recipe):
+    return [(f"num_1x1={k}", {"num_1x1": k}, recipe) for k in range(4)]
+
+
 # name -> (description, [(variant label, model options, recipe overrides)])
 EXPERIMENTS = {
-    "conv1x1_count": ("Number of 1x1 convolutions per block (0 to 3)", [
-        (f"num_1x1={k}", {"num_1x1": k}, {}) for k in range(4)]),
+    "conv1x1_count": ("Number of 1x1 convolutions per block (0 to 3)", _conv1x1_counts()),
+    # The same question with a longer budget: does a deeper micro network need more epochs to pay off?
+    "conv1x1_count_long": ("Number of 1x1 convolutions per block (0 to 3), 10 epochs with a cosine schedule",
+                           _conv1x1_counts(epochs=10, schedule="cosine")),
     "kernel_3x3": ("3x3 convolutions in place of the 1x1 layers", [
         ("kernel_1x1=1", {}, {}), ("kernel_1x1=3", {"kernel_1x1": 3}, {})]),
     "gap_vs_fc": ("Global average pooling against flatten + a fully connected layer", [

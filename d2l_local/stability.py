@@ -20,12 +20,12 @@ through it.
 
 ``python -m d2l_local experiment stability_clip`` runs the same first steps
 with d2l_local's initialisation and one change to the recipe: each step's
-gradient is scaled down to a norm of at most 2
+gradient is scaled down to a bound near the typical gradient norm
 (``torch.nn.utils.clip_grad_norm_``), so that no single step can be much
 longer than a typical one. Two controls change the recipe in other ways:
 ``stability_half_lr`` halves the learning rate, and ``stability_clip_loose``
-clips at a norm that only the longest steps reach (``experiments.STABILITY``
-lists all four experiments and their changes).
+clips at a norm that only the longest steps reach. ``experiments.STABILITY``
+holds all four experiments and their changes, the bounds included.
 """
 
 import itertools

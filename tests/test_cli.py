@@ -275,7 +275,7 @@ def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
     trained = []
 
     def fake_run_one(preset, options, recipe, seed, device, loaders, save_model=None):
-        trained.append((tuple(options.items()), seed))
+        trained.append((tuple(options.items()), seed, recipe["epochs"], recipe["schedule"]))
         return {"num_1x1": options.get("num_1x1", 2), "seed": seed, "final_test_acc": 0.5,
                 "final_train_acc_eval": 0.6, "params": 1, "training_flops_per_image": 1.0, "history": []}
 
@@ -297,6 +297,9 @@ def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
     kept.write_text(json.dumps({k: v for k, v in json.loads(kept.read_text()).items() if k != "final_train_acc_eval"}))
     list(experiments.run_experiment("conv1x1_count", "cpu"))
     assert len(trained) == 20 + 3 + 6 + 3 + 1
+    list(experiments.run_experiment("conv1x1_count_long", "cpu"))  # same networks and seeds, longer recipe:
+    assert len(trained) == 20 + 3 + 6 + 3 + 1 + 4 * 3                # no run of conv1x1_count is reused
+    assert {run[2:] for run in trained[-12:]} == {(10, "cosine")}
     with pytest.raises(ValueError, match="cannot be combined with 'all'"):
         list(experiments.run_experiment("all", "cpu", only="num_1x1=2"))
     with pytest.raises(ValueError, match="stability has no --verify"):

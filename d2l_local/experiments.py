@@ -32,7 +32,15 @@ from .data import load_data_fashion_mnist
 from .models import DEFAULT_SIZE, INITS, MODELS, build_model, count_parameters
 from .provenance import REPO, provenance, results_root
 from .summary import training_flops_per_image
-from .train import QUICK_IMAGES, evaluate_accuracy, load_checkpoint, quick_mode, train_ch6, write_json_atomic
+from .train import (
+    QUICK_IMAGES,
+    TrainingDiverged,
+    evaluate_accuracy,
+    load_checkpoint,
+    quick_mode,
+    train_ch6,
+    write_json_atomic,
+)
 
 
 def results_dir():
@@ -63,6 +71,11 @@ def _conv1x1_counts(**recipe):
     return [(f"num_1x1={k}", {"num_1x1": k}, recipe) for k in range(4)]
 
 
+def _recipe_changes(lr):
+    """The preset's recipe for its whole run, with its gradient clipped (norm 2), and with half its lr."""
+    return [("preset", {}, {}), ("clip_grad_norm=2", {}, {"clip_grad_norm": 2.0}), ("half_lr", {}, {"lr": lr / 2})]
+
+
 # name -> (description, [(variant label, model options, recipe overrides)])
 EXPERIMENTS = {
     "conv1x1_count": ("Number of 1x1 convolutions per block (0 to 3)", _conv1x1_counts()),
@@ -79,7 +92,11 @@ EXPERIMENTS = {
         ("preset", {}, {}),
         ("tuned", {}, {"momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine", "label_smoothing": 0.1,
                        "lr": 0.02})]),
+    # Does a run that starts well stay well? The seeds' recipe diverged in some 10-epoch GPU runs.
+    "full_run_stability": ("The preset's recipe over its whole run against clipped gradients (norm 2) and half "
+                           "the learning rate", _recipe_changes(PRESETS["cpu"]["lr"])),
 }
+
 # The stability experiments (d2l_local.stability) write results/NAME.json too, with their own presets:
 # name -> the initialisations it runs and its change to the seeds' recipe (lr 0.1, no clipping).
 STABILITY = {
@@ -94,7 +111,8 @@ STABILITY = {
     "stability_clip_loose": {"inits": ("d2l_local",), "clip_grad_norm": 10.0},
 }
 # On the 224 network the two squeeze variants swap roles: the seeds squeeze in one step.
-GPU_VARIANTS = {"squeeze": [("one_step", {}, {}), ("gradual", {"last_block": (192, 48, 10)}, {})]}
+GPU_VARIANTS = {"squeeze": [("one_step", {}, {}), ("gradual", {"last_block": (192, 48, 10)}, {})],
+                "full_run_stability": _recipe_changes(PRESETS["gpu"]["lr"])}
 
 
 def _non_default(model, options):
@@ -116,21 +134,31 @@ def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
     params = count_parameters(net)
     flops = training_flops_per_image(build_model(model, input_size=size, **options), size)
     start = time.time()
-    history = train_ch6(net, *loaders, recipe["epochs"], recipe["lr"], device, seed=seed, init=recipe["init"],
-                        momentum=recipe["momentum"], weight_decay=recipe["weight_decay"],
-                        schedule=recipe["schedule"], label_smoothing=recipe.get("label_smoothing", 0.0),
-                        checkpoint=save_model, progress=False, plot=False)
+    diverged = None
+    try:
+        history = train_ch6(net, *loaders, recipe["epochs"], recipe["lr"], device, seed=seed, init=recipe["init"],
+                            momentum=recipe["momentum"], weight_decay=recipe["weight_decay"],
+                            schedule=recipe["schedule"], label_smoothing=recipe.get("label_smoothing", 0.0),
+                            clip_grad_norm=recipe.get("clip_grad_norm"), checkpoint=save_model, progress=False,
+                            plot=False)
+    except TrainingDiverged as err:  # a result too: recorded with the epochs it finished, not lost
+        print(f"[run] diverged: {err}", flush=True)
+        history, diverged = err.history, str(err)
+    precision, max_images = history.config["precision"], QUICK_IMAGES if quick_mode() else None
     final = history.final
     return {
         "model": model, "image_size": size, "options": options, "config": {**options, **recipe},
         "num_1x1": options.get("num_1x1", 2), "seed": seed, "params": params,
-        "training_flops_per_image": flops, "history": history.epochs,
-        "final_test_acc": final["test_acc"], "final_train_acc": final["train_acc"],
+        "training_flops_per_image": flops, "history": history.epochs, "diverged": diverged,
+        # the network as training left it (a diverged one has NaN weights and predicts one class)
+        "final_test_acc": evaluate_accuracy(net, loaders[1], device, precision, max_images) if diverged
+        else final["test_acc"],
+        "final_train_acc": None if diverged else final["train_acc"],
         # the trained network on the whole training set in eval mode (no dropout): the gap to the test accuracy
-        "final_train_acc_eval": evaluate_accuracy(net, loaders[0], device, history.config["precision"],
-                                                  max_images=QUICK_IMAGES if quick_mode() else None),
-        "seconds_per_epoch": sum(e["seconds"] for e in history.epochs) / len(history.epochs),
-        "wall_seconds": time.time() - start, "precision": history.config["precision"],
+        "final_train_acc_eval": evaluate_accuracy(net, loaders[0], device, precision, max_images),
+        "seconds_per_epoch": (sum(e["seconds"] for e in history.epochs) / len(history.epochs)
+                              if history.epochs else None),
+        "wall_seconds": time.time() - start, "precision": precision,
         "provenance": provenance(device),
     }
 

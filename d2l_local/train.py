@@ -12,6 +12,7 @@ Set ``D2L_LOCAL_QUICK=1`` to turn every call into a tiny real run (one epoch on
 a few hundred images), as CI does when it executes the notebooks.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -41,7 +42,12 @@ MIN_GRAD_SCALE = 1e-4
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or the weights became NaN or infinite, or (fp16) every step's gradient overflowed."""
+    """The loss or the weights became NaN or infinite, or (fp16) every step's gradient overflowed.
+
+    ``history``: the run's :class:`History` up to the last finished epoch (set by :func:`train_ch6`).
+    """
+
+    history = None
 
 
 def quick_mode():
@@ -315,7 +321,7 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
         for record in history.epochs:
             animator.add(record)
 
-    with keep_freed_memory(device), space_to_depth(net, device):
+    with _history_on_divergence(history), keep_freed_memory(device), space_to_depth(net, device):
         for epoch in range(len(history.epochs), num_epochs):
             torch.manual_seed(_epoch_seed(seed, epoch))
             if hasattr(train_iter, "set_epoch"):
@@ -364,6 +370,16 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
                 print(f"epoch {record['epoch']}: loss {record['train_loss']:.3f}, train acc {record['train_acc']:.3f}, "
                       f"test acc {record['test_acc']:.3f}, {record['img_per_s']:.1f} examples/sec on {device}")
     return history
+
+
+@contextlib.contextmanager
+def _history_on_divergence(history):
+    """Hand the epochs finished so far to a :class:`TrainingDiverged` raised inside."""
+    try:
+        yield
+    except TrainingDiverged as err:
+        err.history = history
+        raise
 
 
 def _check_diverged(loss_sum, net, scaler, epoch, step, lr):

@@ -354,5 +354,82 @@ def plot_stability(record, key="loss_curve", init=None):
     return fig
 
 
+def full_run_outcome(run, num_classes=10):
+    """How a whole training run ended: ``learned``, ``diverged``, ``collapsed`` or ``never started``.
+
+    ``diverged``: its loss or weights became NaN or infinite and ``train_ch6`` stopped it. Otherwise it
+    learned when its final test accuracy is above chance (:func:`d2l_local.train.chance_level`), collapsed
+    when it ended at chance after some epoch's train or test accuracy was above it, and never started when
+    no epoch was.
+    """
+    level = chance_level(num_classes)
+    if run.get("diverged"):
+        return "diverged"
+    if run["final_test_acc"] >= level:
+        return "learned"
+    started = any(max(epoch["train_acc"], epoch["test_acc"]) >= level for epoch in run["history"])
+    return "collapsed" if started else "never started"
+
+
+def full_runs(record):
+    """One row per run of a record of whole runs (``full_run_stability``): its outcome, the epoch where it
+    failed (the epoch it diverged in, or its first epoch back at chance), its best test accuracy over the
+    finished epochs, and its final test accuracy (of the network as training left it)."""
+    level, rows = chance_level(10), {}
+    for run in record["runs"]:
+        outcome, history = full_run_outcome(run), run["history"]
+        failed = (len(history) + 1 if outcome == "diverged"
+                  else next(e["epoch"] for e in history if e["test_acc"] < level) if outcome == "collapsed"
+                  else None)
+        rows[run["variant"], run["seed"]] = {
+            "outcome": outcome, "failed in epoch": failed, "epochs finished": len(history),
+            "best test acc": round(max((e["test_acc"] for e in history), default=math.nan), 4),
+            "final test acc": round(run["final_test_acc"], 4)}
+    table = pd.DataFrame.from_dict(rows, orient="index").astype({"failed in epoch": "Int64"})
+    table.index.names = ["variant", "seed"]
+    return table
+
+
+def full_run_summary(record):
+    """Per variant: how many runs learned, diverged, collapsed or never started (each "k of n"), and the
+    final test accuracy of the runs that learned (mean, min, max)."""
+    runs, rows = full_runs(record), {}
+    for variant in record["variants"]:
+        mine = runs.loc[variant]
+        learned = mine.loc[mine["outcome"] == "learned", "final test acc"]
+        rows[variant] = {**{f"{outcome} (of n)": f"{(mine['outcome'] == outcome).sum()} of {len(mine)}"
+                            for outcome in ("learned", "diverged", "collapsed", "never started")},
+                         "learned: test acc mean": round(learned.mean(), 4) if len(learned) else None,
+                         "learned: test acc min": learned.min() if len(learned) else None,
+                         "learned: test acc max": learned.max() if len(learned) else None}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "variant"
+    return table
+
+
+def plot_full_runs(record, key="test_acc"):
+    """One panel per variant, one line per run (colour: seed) over the epochs; a cross marks where a
+    diverged run stopped. Returns the figure."""
+    variants = record["variants"]
+    fig, axes = plt.subplots(1, len(variants), figsize=(1.2 + 2.6 * len(variants), 3.0), sharey=True,
+                             squeeze=False)
+    for ax, variant in zip(axes[0], variants):
+        for run in runs_of(record, variant):
+            epochs = [e["epoch"] for e in run["history"]]
+            line, = ax.plot(epochs, [e[key] for e in run["history"]], marker=".", label=f"seed {run['seed']}")
+            if run.get("diverged"):
+                ax.plot(len(epochs) + 1, run["final_test_acc"], marker="x", markersize=9, color=line.get_color())
+        ax.set_title(ascii_text(variant), fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(ascii_text(key.replace("_", " ")))
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(ascii_text(f"{record['experiment']} ({record['preset']} preset); x: where a run diverged"),
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 __all__ = ["results_folder", "load", "runs_of", "variant_stats", "summary", "compare", "describe_change", "plot_curves",
-           "describe_provenance", "stability_summary", "stability_runs", "plot_stability"]
+           "describe_provenance", "stability_summary", "stability_runs", "plot_stability", "full_run_outcome",
+           "full_runs", "full_run_summary", "plot_full_runs"]

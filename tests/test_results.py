@@ -229,3 +229,24 @@ def test_stability_plot_and_summary_count_diverged_runs(stability):
     fig = results.plot_stability(record)
     assert fig.axes[0].get_title() == "init=kaiming (1 diverged)"
     matplotlib.pyplot.close(fig)
+
+
+def test_full_runs_tell_how_each_whole_run_ended():
+    diverged = {**make_run("preset", 1, [0.6], 0.6, 1, 1.0, 1.0), "final_test_acc": 0.1,
+                "diverged": "the loss or the weights became NaN or infinite in epoch 2"}
+    runs = [make_run("preset", 0, [0.5, 0.8], 0.8, 1, 1.0, 1.0), diverged,
+            make_run("preset", 2, [0.7, 0.1, 0.1], 0.1, 1, 1.0, 1.0),  # started in epoch 1, at chance from epoch 2
+            make_run("clipped", 0, [0.1, 0.1], 0.1, 1, 1.0, 1.0),      # never above chance
+            make_run("clipped", 1, [0.6, 0.9], 0.9, 1, 1.0, 1.0)]
+    record = {"experiment": "full_run_stability", "preset": "gpu", "provenance": PROVENANCE,
+              "variants": ["preset", "clipped"], "runs": runs}
+    table = results.full_runs(record)
+    assert table["outcome"].tolist() == ["learned", "diverged", "collapsed", "never started", "learned"]
+    assert table["failed in epoch"].tolist()[:3] == [pd.NA, 2, 2]
+    assert table.loc[("preset", 1), "best test acc"] == 0.6 and table.loc[("preset", 1), "final test acc"] == 0.1
+    summary = results.full_run_summary(record)
+    assert summary.loc["preset", "learned (of n)"] == "1 of 3" and summary.loc["preset", "diverged (of n)"] == "1 of 3"
+    assert summary.loc["clipped", "never started (of n)"] == "1 of 2"
+    assert summary.loc["clipped", "learned: test acc mean"] == 0.9  # of the runs that learned only
+    fig = results.plot_full_runs(record)
+    assert len(fig.axes) == 2

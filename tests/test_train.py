@@ -197,6 +197,35 @@ def test_huge_learning_rate_raises_training_diverged(paper_loaders):
     assert "NaN" in message and "learning rate" in message and "smaller" in message
 
 
+def test_an_experiment_records_a_diverged_run_instead_of_stopping(paper_loaders, capsys):
+    from d2l_local import experiments
+
+    recipe = {k: experiments.PRESETS["cpu"].get(k, 0.0) for k in experiments.RECIPE_KEYS} | {"lr": 1e6}
+    run = experiments.run_one("cpu", {}, recipe, 0, torch.device("cpu"), paper_loaders)
+    assert "NaN" in run["diverged"] and "diverged" in capsys.readouterr().out
+    assert run["history"] == [] and run["final_train_acc"] is None and run["seconds_per_epoch"] is None
+    # the network as training left it: NaN logits, one class for every image
+    labels = torch.cat([y for _, y in paper_loaders[1]])
+    assert run["final_test_acc"] in {(labels == c).sum().item() / len(labels) for c in range(10)}
+
+
+def test_an_experiment_passes_its_recipes_clipping_to_train_ch6(monkeypatch, paper_loaders):
+    from d2l_local import experiments
+
+    seen = {}
+
+    def fake_train_ch6(*args, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(experiments, "train_ch6", fake_train_ch6)
+    [(_, _, changes)] = [v for v in experiments.GPU_VARIANTS["full_run_stability"] if v[0] == "clip_grad_norm=2"]
+    recipe = {k: experiments.PRESETS["gpu"].get(k, 0.0) for k in experiments.RECIPE_KEYS} | changes
+    with pytest.raises(RuntimeError, match="stop here"):
+        experiments.run_one("cpu", {}, recipe, 0, torch.device("cpu"), paper_loaders)
+    assert seen["clip_grad_norm"] == 2.0
+
+
 class NaNAfter(nn.Module):
     """``inner``, until it has run ``after`` training steps; then NaN logits."""
 
@@ -220,6 +249,7 @@ def test_nan_keeps_the_previous_epochs_checkpoint(make_loaders, tmp_path):
     with pytest.raises(TrainingDiverged) as err:
         train_ch6(net, train_iter, test_iter, 3, 0.05, "cpu", checkpoint=path, progress=False)
     assert "epoch 2" in str(err.value) and "smaller" in str(err.value)
+    assert [r["epoch"] for r in err.value.history.epochs] == [1]  # what an experiment records of the run
     state = load_checkpoint(path)
     assert [r["epoch"] for r in state["history"]] == [1]
     assert all(torch.isfinite(t).all() for t in state["model"].values())

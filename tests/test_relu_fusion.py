@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from d2l_local import NiN, PaperNiN, init_weights
+from d2l_local import NiN, PaperNiN, init_weights, relu_fusion
 from d2l_local.relu_fusion import HAS_FUSED_CONV, conv2d_relu, fuse_relus, space_to_depth_relu
 from d2l_local.space_to_depth import space_to_depth
 
@@ -47,6 +47,20 @@ def test_same_logits_and_gradients_bit_for_bit(name, precision):
     torch.testing.assert_close(fused_logits, plain_logits, rtol=0, atol=0)
     for fused_grad, plain_grad in zip(fused_grads, plain_grads):
         torch.testing.assert_close(fused_grad, plain_grad, rtol=0, atol=0)
+
+
+def test_the_fused_kernel_runs_under_bf16_only(monkeypatch):
+    """bf16 takes the fused kernel (so the bit-for-bit test above tests it); fp32 runs the two layers."""
+    calls = []
+    fused_apply = relu_fusion._Conv2dReLU.apply
+    monkeypatch.setattr(relu_fusion._Conv2dReLU, "apply", lambda *args: calls.append(1) or fused_apply(*args))
+    net = init_weights(PaperNiN(), "kaiming").to(memory_format=torch.channels_last)
+    fused, X = fuse_relus(net, "cpu"), torch.randn(2, 1, 28, 28)
+    with torch.autocast("cpu", torch.bfloat16):
+        fused(X)
+    assert len(calls) == 2 + 2 + 3  # the first two blocks end in max pooling, the last in global average pooling
+    fused(X)
+    assert len(calls) == 7
 
 
 def _called_modules(graph_module):

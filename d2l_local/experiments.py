@@ -144,6 +144,8 @@ def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
     except TrainingDiverged as err:  # a result too: recorded with the epochs it finished, not lost
         print(f"[run] diverged: {err}", flush=True)
         history, diverged = err.history, str(err)
+        if save_model:  # not a trained baseline: load_model must not hand out its last finished epoch
+            Path(save_model).unlink(missing_ok=True)
     precision, max_images = history.config["precision"], QUICK_IMAGES if quick_mode() else None
     final = history.final
     return {

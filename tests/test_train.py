@@ -197,11 +197,14 @@ def test_huge_learning_rate_raises_training_diverged(paper_loaders):
     assert "NaN" in message and "learning rate" in message and "smaller" in message
 
 
-def test_an_experiment_records_a_diverged_run_instead_of_stopping(paper_loaders, capsys):
+def test_an_experiment_records_a_diverged_run_instead_of_stopping(paper_loaders, capsys, tmp_path):
     from d2l_local import experiments
 
     recipe = {k: experiments.PRESETS["cpu"].get(k, 0.0) for k in experiments.RECIPE_KEYS} | {"lr": 1e6}
-    run = experiments.run_one("cpu", {}, recipe, 0, torch.device("cpu"), paper_loaders)
+    saved = tmp_path / "baseline.pt"
+    saved.write_bytes(b"written before this run")
+    run = experiments.run_one("cpu", {}, recipe, 0, torch.device("cpu"), paper_loaders, save_model=saved)
+    assert not saved.exists()  # a diverged run leaves no baseline for load_model
     assert "NaN" in run["diverged"] and "diverged" in capsys.readouterr().out
     assert run["history"] == [] and run["final_train_acc"] is None and run["seconds_per_epoch"] is None
     # the network as training left it: NaN logits, one class for every image

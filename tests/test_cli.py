@@ -325,3 +325,23 @@ def test_experiment_run_records_eval_mode_train_accuracy(monkeypatch, tmp_path):
     record = experiments.run_one("cpu", {}, recipe, 0, "cpu", loaders)
     assert record["final_train_acc_eval"] == 0.123
     assert seen == [loaders[0]]  # evaluate_accuracy (eval mode) on the training set
+
+
+@pytest.mark.parametrize("device, expected", [("cpu", (12, 3)), ("cuda", (100, 20))])
+def test_bench_steps_default_to_the_device_type(device, expected, monkeypatch):
+    from d2l_local import bench
+
+    timed = []
+    monkeypatch.setattr(bench, "reference_img_per_s", lambda device, warmup, steps: timed.append((steps, warmup)) or 1)
+    monkeypatch.setattr(bench, "d2l_local_img_per_s", lambda device, warmup, steps, *args, **kwargs: 2.0)
+    monkeypatch.setattr(bench, "matmul_peak_tflops", lambda device, precision: 1.0)
+    monkeypatch.setattr(bench, "device_name", str)
+    monkeypatch.setattr(bench, "pick_precision", lambda device: "bf16")
+    result = bench.run_bench(device)
+    assert timed == [expected] and (result["steps"], result["warmup"]) == expected
+    assert bench.run_bench(device, steps=5, warmup=0)["steps"] == 5
+
+
+def test_bench_refuses_impossible_step_counts(capsys):
+    assert cli.main(["bench", "--device", "cpu", "--steps", "0"]) == 2
+    assert "at least 1 timed step" in capsys.readouterr().err

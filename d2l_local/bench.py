@@ -145,7 +145,7 @@ STEPS = {"cpu": (12, 3), "cuda": (100, 20)}
 def run_bench(device, steps=None, warmup=None, compile=False):
     """Measure both pipelines and the matmul peak; return one flat dict.
 
-    ``steps`` and ``warmup`` default to :data:`STEPS` for the device's type.
+    ``steps`` and ``warmup`` default to ``STEPS`` for the device's type.
     """
     device = torch.device(device)
     default_steps, default_warmup = STEPS.get(device.type, STEPS["cpu"])

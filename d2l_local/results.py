@@ -408,8 +408,8 @@ def full_run_summary(record):
 
 
 def plot_full_runs(record, key="test_acc"):
-    """One panel per variant, one line per run (colour: seed) over the epochs; a cross marks where a
-    diverged run stopped. Returns the figure."""
+    """One panel per variant, one line per run (colour: seed) over the epochs; for ``test_acc`` a cross
+    marks the accuracy of the network a diverged run left. Returns the figure."""
     variants = record["variants"]
     fig, axes = plt.subplots(1, len(variants), figsize=(1.2 + 2.6 * len(variants), 3.0), sharey=True,
                              squeeze=False)
@@ -417,7 +417,7 @@ def plot_full_runs(record, key="test_acc"):
         for run in runs_of(record, variant):
             epochs = [e["epoch"] for e in run["history"]]
             line, = ax.plot(epochs, [e[key] for e in run["history"]], marker=".", label=f"seed {run['seed']}")
-            if run.get("diverged"):
+            if run.get("diverged") and key == "test_acc":
                 ax.plot(len(epochs) + 1, run["final_test_acc"], marker="x", markersize=9, color=line.get_color())
         ax.set_title(ascii_text(variant), fontsize=9)
         ax.set_xlabel("epoch")

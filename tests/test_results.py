@@ -249,4 +249,5 @@ def test_full_runs_tell_how_each_whole_run_ended():
     assert summary.loc["clipped", "never started (of n)"] == "1 of 2"
     assert summary.loc["clipped", "learned: test acc mean"] == 0.9  # of the runs that learned only
     fig = results.plot_full_runs(record)
-    assert len(fig.axes) == 2
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 3 + 1  # three runs, a cross for the diverged one
+    assert len(results.plot_full_runs(record, "train_loss").axes[0].lines) == 3

@@ -298,8 +298,8 @@ def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
     list(experiments.run_experiment("conv1x1_count", "cpu"))
     assert len(trained) == 20 + 3 + 6 + 3 + 1
     list(experiments.run_experiment("conv1x1_count_long", "cpu"))  # same networks and seeds, longer recipe:
-    assert len(trained) == 20 + 3 + 6 + 3 + 1 + 4 * 3                # no run of conv1x1_count is reused
-    assert {run[2:] for run in trained[-12:]} == {(10, "cosine")}
+    assert len(trained) == 20 + 3 + 6 + 3 + 1 + 4 * 4                # no run of conv1x1_count is reused
+    assert {run[2:] for run in trained[-16:]} == {(10, "cosine")}
     with pytest.raises(ValueError, match="cannot be combined with 'all'"):
         list(experiments.run_experiment("all", "cpu", only="num_1x1=2"))
     with pytest.raises(ValueError, match="stability has no --verify"):

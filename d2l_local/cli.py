@@ -112,8 +112,8 @@ def main(argv=None):
 
     p = sub.add_parser("bench", help="d2l_local against the seeds' d2l pipeline, side by side")
     p.add_argument("--device", type=device_arg)
-    p.add_argument("--steps", type=int, help="timed steps (default: 12 on the CPU, 100 on a GPU)")
-    p.add_argument("--warmup", type=int, help="warm-up steps (default: 3 on the CPU, 20 on a GPU)")
+    p.add_argument("--steps", type=int, help="timed steps (default: d2l_local.bench.STEPS for the device type)")
+    p.add_argument("--warmup", type=int, help="warm-up steps (default: d2l_local.bench.STEPS for the device type)")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--json", action="store_true", help="one JSON line")
     p.set_defaults(func=cmd_bench)

@@ -11,7 +11,8 @@ after a warm-up:
     precision and channels_last, the step of :func:`d2l_local.train_ch6`.
 
 On the CPU it also times (b) without :mod:`d2l_local.relu_fusion`, so
-``relu_fusion_speedup`` shows what those rewrites are worth on this machine.
+``relu_fusion_speedup`` shows what those rewrites are worth on this machine;
+on a GPU, without cuDNN's algorithm timing (``cudnn_autotune_speedup``).
 
 The peak is the best throughput of square matrix multiplies, measured in the
 same run at the precision d2l_local used, so ``fraction_of_peak`` compares like
@@ -33,7 +34,7 @@ from .provenance import device_name
 from .relu_fusion import HAS_FUSED_CONV, fuse_relus
 from .space_to_depth import space_to_depth
 from .summary import training_flops_per_image
-from .train import pick_precision, quick_mode, train_step
+from .train import compiled, cudnn_autotune, pick_precision, quick_mode, train_step
 
 BATCH, SIZE, LR = 128, 224, 0.1
 
@@ -99,17 +100,17 @@ def reference_img_per_s(device, warmup, steps):
         return _timed_steps(step, train_iter, warmup, steps, device)
 
 
-def d2l_local_img_per_s(device, warmup, steps, precision, compile=False, fuse=True):
+def d2l_local_img_per_s(device, warmup, steps, precision, compile=False, fuse=True, autotune=True):
     train_iter, _ = load_data_fashion_mnist(BATCH, resize=SIZE, device=device)
     net = init_weights(NiN(), "d2l_local").to(device).to(memory_format=torch.channels_last)
-    model = torch.compile(net) if compile else fuse_relus(net, device) if fuse else net
+    model = compiled(net, compile) if compile else fuse_relus(net, device) if fuse else net
     optimizer = torch.optim.SGD(net.parameters(), lr=LR)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     def step(X, y):
         train_step(model, optimizer, scaler, X, y, device, precision)
 
-    with space_to_depth(net, device):
+    with space_to_depth(net, device), cudnn_autotune(device, autotune):
         return _timed_steps(step, train_iter, warmup, steps, device)
 
 
@@ -163,6 +164,8 @@ def run_bench(device, steps=None, warmup=None, compile=False):
     with keep_freed_memory(device):  # part of d2l_local's training loop on the CPU
         ours = d2l_local_img_per_s(device, warmup, steps, precision, compile)
         unfused = d2l_local_img_per_s(device, warmup, steps, precision, fuse=False) if fuses else None
+        untuned = (d2l_local_img_per_s(device, warmup, steps, precision, compile, autotune=False)
+                   if device.type == "cuda" else None)
         peak = matmul_peak_tflops(device, precision)
     achieved = ours * flops_per_image / 1e12
     return {
@@ -177,6 +180,8 @@ def run_bench(device, steps=None, warmup=None, compile=False):
         "speedup": round(ours / reference, 3),
         "d2l_local_unfused_img_per_s": round(unfused, 2) if unfused else None,
         "relu_fusion_speedup": round(ours / unfused, 3) if unfused else None,
+        "d2l_local_untuned_img_per_s": round(untuned, 2) if untuned else None,
+        "cudnn_autotune_speedup": round(ours / untuned, 3) if untuned else None,
         "training_gflop_per_image": round(flops_per_image / 1e9, 3),
         "achieved_tflops": round(achieved, 4),
         "peak_tflops": round(peak, 4),

@@ -76,7 +76,9 @@ def main(argv=None):
     from .data import DataError
     from .experiments import EXPERIMENTS, PRESETS, STABILITY
     from .models import MODELS
-    from .train import TrainingDiverged
+    from .train import COMPILE_MODES, TrainingDiverged
+
+    compile_help = f"torch.compile the network; MODE: {', '.join(COMPILE_MODES)} (without MODE: default)"
 
     parser = argparse.ArgumentParser(prog="python -m d2l_local", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,7 +99,8 @@ def main(argv=None):
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
     p.add_argument("--clip-grad-norm", type=float, help="scale each step's gradient to at most this norm")
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile", nargs="?", const="default", default=False, choices=COMPILE_MODES,
+                   metavar="MODE", help=compile_help)
     p.add_argument("--checkpoint", help="checkpoint file, written after every epoch")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
     p.add_argument("--json", help="write the per-epoch history here")
@@ -114,7 +117,8 @@ def main(argv=None):
     p.add_argument("--device", type=device_arg)
     p.add_argument("--steps", type=int, help="timed steps (default: d2l_local.bench.STEPS for the device type)")
     p.add_argument("--warmup", type=int, help="warm-up steps (default: d2l_local.bench.STEPS for the device type)")
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile", nargs="?", const="default", default=False, choices=COMPILE_MODES,
+                   metavar="MODE", help=compile_help)
     p.add_argument("--json", action="store_true", help="one JSON line")
     p.set_defaults(func=cmd_bench)
 

@@ -164,15 +164,25 @@ def load_tensors(folder=None):
     }
 
 
-def _atomic_write(path, data):
-    """Write ``data`` to ``path`` so that no reader ever sees a partial file."""
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once, at import: os.umask can only be read by setting it
+
+
+def write_atomic(path, write):
+    """Call ``write(file)`` on a new temp file next to ``path``, then rename it over ``path``.
+
+    Readers see the old file or the new one, never a partial one; on any error
+    (Ctrl-C included) the temp file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")  # a unique name
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would make data, results and checkpoints private
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
-            os.fsync(f.fileno())
+            os.fsync(f.fileno())  # on disk before the rename, so a crash cannot leave an empty file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -202,7 +212,7 @@ def fetch(folder=None, timeout=60):
                 payload = gzip.decompress(raw)
                 if hashlib.sha256(payload).hexdigest() != SHA256[name]:
                     raise DataError("checksum mismatch")
-                _atomic_write(folder / f"{name}.gz", raw)
+                write_atomic(folder / f"{name}.gz", lambda f, raw=raw: f.write(raw))
                 break
             except Exception as err:  # noqa: BLE001 - any failure means: try the next mirror
                 errors.append(f"{mirror}: {err}")
@@ -226,7 +236,8 @@ def place_for_torchvision(root="../data"):
         target = raw_dir / name
         if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == SHA256[name]:
             continue
-        _atomic_write(target, read_payload(_file_in(source, name), name))
+        payload = read_payload(_file_in(source, name), name)
+        write_atomic(target, lambda f, payload=payload: f.write(payload))
     return raw_dir
 
 
@@ -258,6 +269,16 @@ def _check_sizes(batch_size, resize):
         raise ValueError(f"resize={resize!r}: only square sizes are supported (the loaders yield square "
                          "images, and train_ch6 checks and records one side); pass one int instead")
     return operator.index(sides[0])
+
+
+def _pixel_mean_std(images_uint8):
+    """Mean and standard deviation of the pixels scaled to [0, 1], from a histogram (no float copy of the set)."""
+    counts = torch.bincount(images_uint8.flatten(), minlength=256).double()
+    values = torch.arange(256, dtype=torch.float64) / 255
+    n = counts.sum()
+    mean = (counts * values).sum() / n
+    variance = (counts * (values - mean) ** 2).sum() / (n - 1)
+    return mean.float().item(), variance.sqrt().float().item()  # float32, the images' precision
 
 
 class DeviceLoader:
@@ -317,12 +338,14 @@ class DeviceLoader:
             yield self.preprocess(self.images[idx]), self.labels[idx]
 
 
-def load_data_fashion_mnist(batch_size, resize=None, *, device=None, seed=0, data_dir=None):
+def load_data_fashion_mnist(batch_size, resize=None, *, device=None, seed=0, data_dir=None, standardize=True):
     """Fashion-MNIST as ``(train_iter, test_iter)``, like ``d2l.load_data_fashion_mnist``.
 
     The data is verified, put on ``device`` (default: :func:`d2l_local.try_gpu`)
     as uint8, and resized/normalised there batch by batch. ``resize`` is an
-    image side or a square ``(h, w)`` pair.
+    image side or a square ``(h, w)`` pair. Pixels are scaled to [0, 1] and,
+    with ``standardize`` (the default), standardised with the training set's
+    mean and std; ``standardize=False`` keeps them in [0, 1], as d2l does.
     """
     from .train import try_gpu
 
@@ -330,8 +353,7 @@ def load_data_fashion_mnist(batch_size, resize=None, *, device=None, seed=0, dat
     device = device or try_gpu()
     sets = load_tensors(data_dir)
     train_images, train_labels = sets["train"]
-    pixels = train_images.float().div_(255)
-    mean, std = pixels.mean().item(), pixels.std().item()
+    mean, std = _pixel_mean_std(train_images) if standardize else (0.0, 1.0)
     common = dict(resize=resize, seed=seed, mean=mean, std=std, device=device)
     return (DeviceLoader(train_images, train_labels, batch_size, shuffle=True, **common),
             DeviceLoader(*sets["test"], batch_size, shuffle=False, **common))

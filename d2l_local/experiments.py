@@ -113,6 +113,8 @@ STABILITY = {
     # median of stability_clip's gradient norms, below most of its runs' largest single steps).
     "stability_half_lr": {"inits": ("d2l_local",), "lr": 0.05},
     "stability_clip_loose": {"inits": ("d2l_local",), "clip_grad_norm": 10.0},
+    # d2l_local standardises the pixels, d2l feeds them in [0, 1]: is the standardisation behind the collapses?
+    "stability_unit_inputs": {"inits": ("d2l_local",), "standardize": False},
 }
 # On the 224 network the two squeeze variants swap roles: the seeds squeeze in one step.
 GPU_VARIANTS = {"squeeze": [("one_step", {}, {}), ("gradual", {"last_block": (192, 48, 10)}, {})],

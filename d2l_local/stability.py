@@ -24,8 +24,10 @@ gradient is scaled down to a bound near the typical gradient norm
 (``torch.nn.utils.clip_grad_norm_``), so that no single step can be much
 longer than a typical one. Two controls change the recipe in other ways:
 ``stability_half_lr`` halves the learning rate, and ``stability_clip_loose``
-clips at a norm that only the longest steps reach. ``experiments.STABILITY``
-holds all four experiments and their changes, the bounds included.
+clips at a norm that only the longest steps reach. ``stability_unit_inputs``
+feeds the pixels in [0, 1], as d2l does, instead of standardising them.
+``experiments.STABILITY`` holds all these experiments and their changes, the
+bounds included.
 """
 
 import itertools
@@ -161,7 +163,9 @@ def run_stability(name="stability", preset="cpu", seeds=None, device="cpu", only
     """
     if name not in STABILITY:
         raise ValueError(f"unknown stability experiment {name!r}; choose one of {list(STABILITY)}")
-    inits, lr, clip = STABILITY[name]["inits"], STABILITY[name].get("lr", LR), STABILITY[name].get("clip_grad_norm")
+    change = STABILITY[name]
+    inits, lr, clip = change["inits"], change.get("lr", LR), change.get("clip_grad_norm")
+    standardize = change.get("standardize", True)
     config = STABILITY_PRESETS[preset] | (QUICK if quick_mode() else {})
     seeds = tuple(seeds or config["seeds"])
     if only is not None and only not in inits:
@@ -170,10 +174,11 @@ def run_stability(name="stability", preset="cpu", seeds=None, device="cpu", only
     path = results_dir() / f"{name}.json"
     config = {"lr": lr, "batch_size": BATCH, "image_size": SIZE, "params": count_parameters(NiN()),
               "stuck_below": STUCK_BELOW, "probe_images": PROBE_IMAGES, **config, "seeds": list(seeds),
-              **({"clip_grad_norm": clip} if clip else {})}
+              **({"clip_grad_norm": clip} if clip else {}), **({} if standardize else {"standardize": False})}
     runs = _kept_runs(path, preset, config, only, inits) if only else []
-    loaders = load_data_fashion_mnist(BATCH, resize=SIZE, device=device)
-    recipe = f"SGD lr {lr}, batch {BATCH}" + (f", gradient norm clipped to {clip}" if clip else "")
+    loaders = load_data_fashion_mnist(BATCH, resize=SIZE, device=device, standardize=standardize)
+    recipe = (f"SGD lr {lr}, batch {BATCH}" + (f", gradient norm clipped to {clip}" if clip else "")
+              + ("" if standardize else ", pixels in [0, 1] as in d2l"))
     record = {
         "experiment": name, "preset": preset, "provenance": provenance(device),
         "description": f"First steps of the seeds' recipe (224x224 NiN, {recipe}) by initialisation",

@@ -16,7 +16,6 @@ import contextlib
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .allocator import keep_freed_memory
-from .data import DeviceLoader
+from .data import DeviceLoader, write_atomic
 from .models import init_weights, min_input_size
 from .relu_fusion import fuse_relus
 from .space_to_depth import space_to_depth
@@ -91,6 +90,35 @@ def pick_precision(device, precision="auto"):
     return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compiled(net, compile):
+    """``net`` under ``torch.compile``: ``compile`` is ``True`` (the default mode) or one of COMPILE_MODES."""
+    mode = "default" if compile is True else compile
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile must be True, False or one of {', '.join(COMPILE_MODES)}; got {compile!r}")
+    return torch.compile(net, mode=mode)
+
+
+@contextlib.contextmanager
+def cudnn_autotune(device, enabled=True):
+    """While inside, cuDNN times its convolution algorithms once per shape and keeps the fastest.
+
+    Training sees one input shape (two with a short last batch), so the timing
+    pays off after a few steps. On a CPU, or with ``enabled=False``, it does nothing.
+    """
+    if torch.device(device).type != "cuda" or not enabled:
+        yield
+        return
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 def autocast(device, precision):
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None)
@@ -118,40 +146,15 @@ class History:
                 f"train acc {final['train_acc']:.4f}, test acc {final['test_acc']:.4f})")
 
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read once, at import: os.umask can only be read by setting it
-
-
-def _write_atomic(path, write):
-    """Call ``write(file)`` on a new temp file next to ``path``, then rename it over ``path``.
-
-    Readers see the old file or the new one, never a partial one; on any error
-    (Ctrl-C included) the temp file is removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")  # a unique name
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would make results and checkpoints private
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())  # on disk before the rename, so a crash cannot leave an empty file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json_atomic(path, obj):
     """Write ``obj`` as indented UTF-8 JSON, atomically."""
     text = json.dumps(obj, indent=1, ensure_ascii=False) + "\n"
-    _write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def save_checkpoint(path, state):
     """Write ``state`` with ``torch.save``, atomically."""
-    _write_atomic(path, lambda f: torch.save(state, f))
+    write_atomic(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path):
@@ -246,7 +249,8 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
         schedule: ``"constant"`` or ``"cosine"`` (per step, to zero).
         clip_grad_norm: scale each step's gradient down to at most this norm
             (``torch.nn.utils.clip_grad_norm_``); ``None`` (the seeds' recipe) never clips.
-        compile: wrap the network in ``torch.compile``.
+        compile: wrap the network in ``torch.compile``: ``True`` for its default
+            mode, or a mode name (``"max-autotune"``, ``"reduce-overhead"``...).
         checkpoint: path of a checkpoint written after every epoch.
         resume: continue from ``checkpoint`` if it exists; the result is the
             same as a run that was never interrupted.
@@ -278,7 +282,7 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
     init_weights(net, init)
     net.to(device).to(memory_format=torch.channels_last)
     _check_input_size(net, train_iter, device)
-    model = torch.compile(net) if compile else fuse_relus(net, device)
+    model = compiled(net, compile) if compile else fuse_relus(net, device)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     steps_per_epoch = len(train_iter) if max_images is None else math.ceil(max_images / train_iter.batch_size)
     scheduler = None
@@ -321,7 +325,8 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
         for record in history.epochs:
             animator.add(record)
 
-    with _history_on_divergence(history), keep_freed_memory(device), space_to_depth(net, device):
+    with (_history_on_divergence(history), keep_freed_memory(device), cudnn_autotune(device),
+          space_to_depth(net, device)):
         for epoch in range(len(history.epochs), num_epochs):
             torch.manual_seed(_epoch_seed(seed, epoch))
             if hasattr(train_iter, "set_epoch"):

@@ -98,7 +98,7 @@ def test_stability_experiment_quick_mode_writes_its_record(subprocess_env, tmp_p
     assert json.loads((tmp_path / "results" / "stability.json").read_text()) == rerun
 
 
-@pytest.mark.parametrize("name", ["stability_clip", "stability_half_lr"])
+@pytest.mark.parametrize("name", ["stability_clip", "stability_half_lr", "stability_unit_inputs"])
 def test_a_stability_variant_writes_its_own_record_and_leaves_stability_alone(subprocess_env, tmp_path, name):
     from d2l_local.experiments import STABILITY
     from d2l_local.stability import LR
@@ -114,6 +114,8 @@ def test_a_stability_variant_writes_its_own_record_and_leaves_stability_alone(su
     assert record["config"]["lr"] == change.get("lr", LR) and f"lr {record['config']['lr']}" in record["description"]
     assert record["config"].get("clip_grad_norm") == change.get("clip_grad_norm")
     assert ("clipped" in record["description"]) == ("clip_grad_norm" in change)
+    assert record["config"].get("standardize", True) == change.get("standardize", True)
+    assert ("pixels in [0, 1]" in record["description"]) == ("standardize" in change)
     assert [(run["init"], run["seed"]) for run in record["runs"]] == [(i, s) for i in change["inits"] for s in (0, 1)]
     for run in record["runs"]:
         if "clip_grad_norm" not in change:
@@ -155,6 +157,7 @@ def test_bad_values_exit_2_with_the_reason(argv, expected, capsys):
 @pytest.mark.parametrize("argv, expected", [
     (["train", "--model", "resnet"], "invalid choice"),
     (["train", "--epochs", "many"], "invalid int value"),
+    (["bench", "--compile", "fastest"], "invalid choice: 'fastest'"),
     ([], "required"),
 ])
 def test_bad_arguments_exit_2(argv, expected, capsys):
@@ -340,6 +343,30 @@ def test_bench_steps_default_to_the_device_type(device, expected, monkeypatch):
     result = bench.run_bench(device)
     assert timed == [expected] and (result["steps"], result["warmup"]) == expected
     assert bench.run_bench(device, steps=5, warmup=0)["steps"] == 5
+
+
+@pytest.mark.parametrize("device, speedup", [("cpu", None), ("cuda", 1.5)])
+def test_bench_times_a_gpu_without_cudnn_autotune_too(device, speedup, monkeypatch):
+    from d2l_local import bench
+
+    def d2l_local_img_per_s(device, warmup, steps, precision, compile=False, fuse=True, autotune=True):
+        return 300.0 if autotune else 200.0
+
+    monkeypatch.setattr(bench, "reference_img_per_s", lambda device, warmup, steps: 100.0)
+    monkeypatch.setattr(bench, "d2l_local_img_per_s", d2l_local_img_per_s)
+    monkeypatch.setattr(bench, "matmul_peak_tflops", lambda device, precision: 1.0)
+    monkeypatch.setattr(bench, "device_name", str)
+    monkeypatch.setattr(bench, "pick_precision", lambda device: "bf16")
+    monkeypatch.setattr(bench, "HAS_FUSED_CONV", False)
+    result = bench.run_bench(device)
+    assert result["speedup"] == 3.0 and result["cudnn_autotune_speedup"] == speedup
+
+
+@pytest.mark.parametrize("argv, expected", [([], False), (["--compile"], "default"),
+                                            (["--compile", "max-autotune"], "max-autotune")])
+def test_train_compile_option(argv, expected, fake_training):
+    assert cli.main(["train", "--model", "paper", "--device", "cpu", "--quiet", *argv]) == 0
+    assert fake_training["compile"] == expected
 
 
 def test_bench_refuses_impossible_step_counts(capsys):

@@ -273,6 +273,19 @@ def test_batches_are_standardised(make_loaders):
     assert abs(X.std().item() - 1) < 0.05
 
 
+def test_standardize_false_keeps_pixels_in_0_1_as_d2l(fashion):
+    _, test_iter = load_data_fashion_mnist(256, device="cpu", standardize=False)
+    X, _ = next(iter(test_iter))
+    assert torch.equal(X[:, 0], fashion["test"][0][:256].float() / 255)
+
+
+def test_pixel_statistics_are_exact_in_float32(fashion):
+    """From a histogram: the float64 statistics rounded to float32, whatever the thread count (a float32 sum is not)."""
+    images = fashion["train"][0]
+    pixels = images.double() / 255
+    assert data_mod._pixel_mean_std(images) == (pixels.mean().float().item(), pixels.std().float().item())
+
+
 # ---------------------------------------------------------------- shuffling
 
 
@@ -391,6 +404,7 @@ def test_fetch_downloads_and_verifies(real_data_dir, tmp_path, monkeypatch):
     assert sorted(p.name for p in folder.iterdir()) == sorted(f"{n}.gz" for n in NAMES)
     assert len(calls) == 4 and all(url.startswith(data_mod.MIRRORS[0]) for url in calls)
     check_tensors(data_mod.load_tensors(folder))
+    assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {0o666 & ~data_mod._UMASK}  # not mkstemp's 0600
 
 
 def test_loader_downloads_into_the_cache_when_nothing_is_found(nothing_installed, real_data_dir, fashion,

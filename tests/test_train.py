@@ -91,6 +91,7 @@ def test_evaluate_accuracy_counts_correct_predictions(make_loaders):
 # ---------------------------------------------------------------- checkpoints, resume, reproducibility
 
 RUN = dict(lr=0.05, device="cpu", progress=False)
+RUN_SEED = 0
 
 
 @pytest.fixture(scope="module")
@@ -509,3 +510,46 @@ def test_keep_freed_memory_sets_and_restores_glibc_options(monkeypatch):
     with allocator.keep_freed_memory("cuda") as active:
         assert not active
     assert calls == []
+
+
+def test_cudnn_autotune_only_on_a_gpu_and_restored_after(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    with train_mod.cudnn_autotune("cpu"):
+        assert torch.backends.cudnn.benchmark is False
+    with train_mod.cudnn_autotune("cuda", enabled=False):
+        assert torch.backends.cudnn.benchmark is False
+    with pytest.raises(KeyboardInterrupt), train_mod.cudnn_autotune("cuda:0"):
+        assert torch.backends.cudnn.benchmark is True
+        raise KeyboardInterrupt
+    assert torch.backends.cudnn.benchmark is False
+
+
+@pytest.mark.parametrize("compile, mode", [(True, "default"), ("max-autotune", "max-autotune")])
+def test_compile_takes_true_or_a_mode(compile, mode, monkeypatch):
+    got = []
+    monkeypatch.setattr(torch, "compile", lambda net, mode: got.append(mode) or net)
+    net = mlp()
+    assert train_mod.compiled(net, compile) is net and got == [mode]
+
+
+def test_compile_refuses_an_unknown_mode_before_training(make_loaders):
+    train_iter, test_iter = make_loaders(64)
+    with pytest.raises(ValueError, match="compile must be True, False or one of default, reduce-overhead"):
+        train_ch6(mlp(), train_iter, test_iter, 1, 0.1, "cpu", compile="fastest", progress=False)
+
+
+def test_compiled_training_matches_eager(paper_loaders, monkeypatch):
+    """torch.compile (inductor, C++ on the CPU) takes the same fp32 steps as eager PyTorch, up to rounding."""
+    import torch._inductor.config
+
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)  # eager's dropout masks
+    start = PaperNiN()
+    torch.manual_seed(RUN_SEED)
+    d2l_local.init_weights(start, "d2l_local")  # what train_ch6 starts from
+    eager, compiled = PaperNiN(), PaperNiN()
+    for net, compile in ((eager, False), (compiled, True)):
+        train_ch6(net, *paper_loaders, 1, seed=RUN_SEED, precision="fp32", compile=compile, **RUN)
+    moved = torch.cat([(e.detach() - s).flatten() for e, s in zip(eager.parameters(), start.parameters())])
+    apart = torch.cat([(c.detach() - e.detach()).flatten() for c, e in zip(compiled.parameters(), eager.parameters())])
+    assert moved.norm() > 0
+    assert apart.norm() < 1e-3 * moved.norm(), (apart.norm(), moved.norm())

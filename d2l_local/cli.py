@@ -40,6 +40,7 @@ def cmd_train(args):
                               init=args.init, precision=args.precision, momentum=args.momentum,
                               weight_decay=args.weight_decay, schedule=args.schedule,
                               clip_grad_norm=args.clip_grad_norm, compile=args.compile,
+                              deterministic=args.deterministic,
                               checkpoint=args.checkpoint, resume=args.resume, history_path=args.json,
                               progress=not args.quiet)
     print(json.dumps(history.final))
@@ -101,6 +102,8 @@ def main(argv=None):
     p.add_argument("--clip-grad-norm", type=float, help="scale each step's gradient to at most this norm")
     p.add_argument("--compile", nargs="?", const="default", default=False, choices=COMPILE_MODES,
                    metavar="MODE", help=compile_help)
+    p.add_argument("--deterministic", action="store_true",
+                   help="on a GPU, deterministic kernels only: the same seed gives the same run, more slowly")
     p.add_argument("--checkpoint", help="checkpoint file, written after every epoch")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
     p.add_argument("--json", help="write the per-epoch history here")

@@ -241,7 +241,7 @@ def place_for_torchvision(root="../data"):
     return raw_dir
 
 
-def _positive_int(value):
+def positive_int(value):
     """An integer (int, NumPy or 0-d tensor integer; not a bool) of at least 1."""
     if isinstance(value, bool):
         return False
@@ -258,12 +258,12 @@ def _check_sizes(batch_size, resize):
     ``(h, w)`` pair, as ``torchvision.transforms.Resize`` (which d2l uses) takes
     it; the images stay square, so only ``h == w`` is accepted.
     """
-    if not _positive_int(batch_size):
+    if not positive_int(batch_size):
         raise ValueError(f"batch_size must be an int, at least 1; got {batch_size!r}")
     if resize is None:
         return None
     sides = tuple(resize) if isinstance(resize, (tuple, list)) else (resize,)
-    if len(sides) not in (1, 2) or not all(_positive_int(side) for side in sides):
+    if len(sides) not in (1, 2) or not all(positive_int(side) for side in sides):
         raise ValueError(f"resize must be a positive image side (an int) or an (h, w) pair of them; got {resize!r}")
     if sides[0] != sides[-1]:
         raise ValueError(f"resize={resize!r}: only square sizes are supported (the loaders yield square "

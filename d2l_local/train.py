@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .allocator import keep_freed_memory
-from .data import DeviceLoader, write_atomic
+from .data import DeviceLoader, positive_int, write_atomic
 from .models import init_weights, min_input_size
 from .relu_fusion import fuse_relus
 from .space_to_depth import space_to_depth
@@ -117,6 +117,31 @@ def cudnn_autotune(device, enabled=True):
         yield
     finally:
         torch.backends.cudnn.benchmark = before
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(device, enabled=True):
+    """While inside, a GPU runs only deterministic kernels, so the same seed gives the same run.
+
+    cuDNN's deterministic convolutions without autotuning, and
+    ``torch.use_deterministic_algorithms`` (warning, not failing, for an operation
+    that has no deterministic kernel). On the CPU, or with ``enabled=False``, it
+    does nothing: d2l_local's CPU runs are reproducible as they are.
+    """
+    if torch.device(device).type != "cuda" or not enabled:
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    before = (cudnn.deterministic, cudnn.benchmark, torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled())
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS needs
+    cudnn.deterministic, cudnn.benchmark = True, False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        cudnn.deterministic, cudnn.benchmark = before[:2]
+        torch.use_deterministic_algorithms(before[2], warn_only=before[3])
 
 
 def autocast(device, precision):
@@ -234,8 +259,8 @@ def _check_input_size(net, data_iter, device):
 
 def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0, init="d2l_local",
               precision="auto", momentum=0.0, weight_decay=0.0, schedule="constant", label_smoothing=0.0,
-              clip_grad_norm=None, compile=False, checkpoint=None, resume=False, history_path=None, progress=True,
-              plot=None):
+              clip_grad_norm=None, compile=False, deterministic=False, checkpoint=None, resume=False, history_path=None,
+              progress=True, plot=None):
     """Train ``net`` with SGD and cross-entropy; same positional call as ``d2l.train_ch6``.
 
     Defaults are the seeds' recipe: plain SGD at ``lr``, no momentum or
@@ -251,14 +276,19 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
             (``torch.nn.utils.clip_grad_norm_``); ``None`` (the seeds' recipe) never clips.
         compile: wrap the network in ``torch.compile``: ``True`` for its default
             mode, or a mode name (``"max-autotune"``, ``"reduce-overhead"``...).
+        deterministic: on a GPU, deterministic kernels only (see
+            :func:`deterministic_algorithms`): the same seed gives the same run, more
+            slowly. By default a GPU picks its fastest convolutions
+            (:func:`cudnn_autotune`), which may differ from run to run. CPU runs are
+            reproducible either way.
         checkpoint: path of a checkpoint written after every epoch.
         resume: continue from ``checkpoint`` if it exists; the result is the
             same as a run that was never interrupted.
         history_path: also write the history there as JSON after every epoch.
         plot: live loss/accuracy plot; default on inside notebooks.
     """
-    if num_epochs < 1:
-        raise ValueError(f"num_epochs must be at least 1, got {num_epochs}")
+    if not positive_int(num_epochs):
+        raise ValueError(f"num_epochs must be an int, at least 1; got {num_epochs!r}")
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr}")
     if clip_grad_norm is not None and not clip_grad_norm > 0:
@@ -273,7 +303,7 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
               "the numbers below are a smoke test, not a result.")
     config = dict(epochs=num_epochs, lr=lr, seed=seed, init=init, precision=precision, momentum=momentum,
                   weight_decay=weight_decay, schedule=schedule, label_smoothing=label_smoothing,
-                  clip_grad_norm=clip_grad_norm,
+                  clip_grad_norm=clip_grad_norm, deterministic=deterministic,
                   batch_size=getattr(train_iter, "batch_size", None),
                   image_size=getattr(train_iter, "image_size", None),
                   device=str(device), quick=quick)
@@ -325,8 +355,8 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
         for record in history.epochs:
             animator.add(record)
 
-    with (_history_on_divergence(history), keep_freed_memory(device), cudnn_autotune(device),
-          space_to_depth(net, device)):
+    with (_history_on_divergence(history), keep_freed_memory(device), cudnn_autotune(device, not deterministic),
+          deterministic_algorithms(device, deterministic), space_to_depth(net, device)):
         for epoch in range(len(history.epochs), num_epochs):
             torch.manual_seed(_epoch_seed(seed, epoch))
             if hasattr(train_iter, "set_epoch"):

@@ -144,7 +144,7 @@ def test_bad_batch_size_exits_with_a_clear_message(subprocess_env, tmp_path):
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["train", "--epochs", "0", "--model", "paper", "--device", "cpu", "--quiet"], "num_epochs must be at least 1"),
+    (["train", "--epochs", "0", "--model", "paper", "--device", "cpu", "--quiet"], "num_epochs must be an int, at least 1"),
     (["train", "--lr", "-1", "--model", "paper", "--device", "cpu", "--quiet"], "lr must be positive"),
     (["train", "--num-1x1", "7", "--model", "paper", "--device", "cpu", "--quiet"], "num_1x1"),
 ])
@@ -360,6 +360,10 @@ def test_bench_times_a_gpu_without_cudnn_autotune_too(device, speedup, monkeypat
     monkeypatch.setattr(bench, "HAS_FUSED_CONV", False)
     result = bench.run_bench(device)
     assert result["speedup"] == 3.0 and result["cudnn_autotune_speedup"] == speedup
+    assert {"device", "reference_img_per_s", "d2l_local_img_per_s", "speedup", "achieved_tflops", "peak_tflops",
+            "fraction_of_peak"} <= result.keys()  # what issue #2 asks the JSON line for
+    assert result["achieved_tflops"] == pytest.approx(300.0 * result["training_gflop_per_image"] / 1e3, abs=2e-4)
+    assert result["fraction_of_peak"] == round(result["achieved_tflops"] / result["peak_tflops"], 3)
 
 
 @pytest.mark.parametrize("argv, expected", [([], False), (["--compile"], "default"),
@@ -367,6 +371,12 @@ def test_bench_times_a_gpu_without_cudnn_autotune_too(device, speedup, monkeypat
 def test_train_compile_option(argv, expected, fake_training):
     assert cli.main(["train", "--model", "paper", "--device", "cpu", "--quiet", *argv]) == 0
     assert fake_training["compile"] == expected
+
+
+@pytest.mark.parametrize("argv, expected", [([], False), (["--deterministic"], True)])
+def test_train_deterministic_option(argv, expected, fake_training):
+    assert cli.main(["train", "--model", "paper", "--device", "cpu", "--quiet", *argv]) == 0
+    assert fake_training["deterministic"] is expected
 
 
 def test_bench_refuses_impossible_step_counts(capsys):

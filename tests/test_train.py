@@ -2,6 +2,7 @@
 
 import inspect
 import json
+import os
 import re
 import warnings
 
@@ -65,6 +66,7 @@ def test_history_records_and_config(make_loaders, tmp_path):
         assert 0 <= r["train_acc"] <= 1 and 0 <= r["test_acc"] <= 1
     assert history.config["epochs"] == 2 and history.config["lr"] == 0.05
     assert history.config["batch_size"] == 64 and history.config["image_size"] == 28
+    assert history.config["deterministic"] is False and history.config["clip_grad_norm"] is None
     assert history.config["quick"] is False
     saved = json.loads(path.read_text())
     assert saved["epochs"] == history.epochs and saved["config"] == history.config
@@ -292,6 +294,9 @@ def test_invalid_training_arguments(make_loaders):
     for kwargs in (dict(num_epochs=0, lr=0.1), dict(num_epochs=1, lr=0.0), dict(num_epochs=1, lr=-1.0)):
         with pytest.raises(ValueError):
             train_ch6(mlp(), *loaders, device="cpu", progress=False, **kwargs)
+    for bad in (2.5, "3", True):
+        with pytest.raises(ValueError, match=f"num_epochs must be an int, at least 1; got {bad!r}"):
+            train_ch6(mlp(), *loaders, bad, 0.1, "cpu", progress=False)
     with pytest.raises(ValueError, match="schedule"):
         train_ch6(mlp(), *loaders, 1, 0.1, "cpu", schedule="step", progress=False)
     with pytest.raises(ValueError, match="precision"):
@@ -522,6 +527,23 @@ def test_cudnn_autotune_only_on_a_gpu_and_restored_after(monkeypatch):
         assert torch.backends.cudnn.benchmark is True
         raise KeyboardInterrupt
     assert torch.backends.cudnn.benchmark is False
+
+
+def test_deterministic_algorithms_only_on_a_gpu_and_restored_after(monkeypatch):
+    cudnn = torch.backends.cudnn
+    monkeypatch.setattr(cudnn, "deterministic", False)
+    monkeypatch.setattr(cudnn, "benchmark", True)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    assert not torch.are_deterministic_algorithms_enabled()
+    for device, enabled in (("cpu", True), ("cuda", False)):
+        with train_mod.deterministic_algorithms(device, enabled):
+            assert not torch.are_deterministic_algorithms_enabled() and cudnn.benchmark
+    with pytest.raises(KeyboardInterrupt), train_mod.deterministic_algorithms("cuda:0"):
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert cudnn.deterministic and not cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        raise KeyboardInterrupt
+    assert not torch.are_deterministic_algorithms_enabled() and not cudnn.deterministic and cudnn.benchmark
 
 
 @pytest.mark.parametrize("compile, mode", [(True, "default"), ("max-autotune", "max-autotune")])

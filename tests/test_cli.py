@@ -258,6 +258,7 @@ def test_data_fetch_offline_with_no_data_says_what_to_install(capsys):
 
 
 def test_pyproject_does_not_depend_on_torch_torchvision_numpy(repo_root):
+    """Neither directly nor through a package that needs numpy (matplotlib, pandas: the `book` extra)."""
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((repo_root / "pyproject.toml").read_text())["project"]
     names = set()
@@ -267,7 +268,16 @@ def test_pyproject_does_not_depend_on_torch_torchvision_numpy(repo_root):
             name = name.split(sep)[0]
         names.add(name.strip().lower().replace("_", "-"))
     assert names  # parsed something
-    assert not names & {"torch", "torchvision", "numpy"}, names
+    assert not names & {"torch", "torchvision", "numpy", "matplotlib", "pandas", "scipy"}, names
+    assert set(project["optional-dependencies"]["book"]) == {"matplotlib", "pandas"}
+
+
+def test_training_and_the_command_line_import_without_the_book_extra(subprocess_env):
+    """Blocking matplotlib and pandas: the package, train_ch6 and the CLI still import (plots are the book's)."""
+    code = ("import sys; sys.modules.update(matplotlib=None, pandas=None); "
+            "import d2l_local, d2l_local.cli, d2l_local.bench, d2l_local.experiments; print('ok')")
+    result = subprocess.run([sys.executable, "-c", code], env=subprocess_env, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
 def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):

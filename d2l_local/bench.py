@@ -11,8 +11,11 @@ after a warm-up:
     precision and channels_last, the step of :func:`d2l_local.train_ch6`.
 
 On the CPU it also times (b) without :mod:`d2l_local.relu_fusion`, so
-``relu_fusion_speedup`` shows what those rewrites are worth on this machine;
-on a GPU, without cuDNN's algorithm timing (``cudnn_autotune_speedup``).
+``relu_fusion_speedup`` shows what those rewrites are worth on this machine,
+and (b) in fp32, so ``mixed_precision_speedup`` shows whether the bf16 that
+:func:`~d2l_local.train.pick_precision` chose from the CPU's instructions is
+faster here; on a GPU, (b) without cuDNN's algorithm timing
+(``cudnn_autotune_speedup``).
 
 The peak is the best throughput of square matrix multiplies, measured in the
 same run at the precision d2l_local used, so ``fraction_of_peak`` compares like
@@ -166,6 +169,8 @@ def run_bench(device, steps=None, warmup=None, compile=False):
         unfused = d2l_local_img_per_s(device, warmup, steps, precision, fuse=False) if fuses else None
         untuned = (d2l_local_img_per_s(device, warmup, steps, precision, compile, autotune=False)
                    if device.type == "cuda" else None)
+        fp32 = (d2l_local_img_per_s(device, warmup, steps, "fp32", compile)
+                if device.type == "cpu" and precision != "fp32" else None)
         peak = matmul_peak_tflops(device, precision)
     achieved = ours * flops_per_image / 1e12
     return {
@@ -182,6 +187,8 @@ def run_bench(device, steps=None, warmup=None, compile=False):
         "relu_fusion_speedup": round(ours / unfused, 3) if unfused else None,
         "d2l_local_untuned_img_per_s": round(untuned, 2) if untuned else None,
         "cudnn_autotune_speedup": round(ours / untuned, 3) if untuned else None,
+        "d2l_local_fp32_img_per_s": round(fp32, 2) if fp32 else None,
+        "mixed_precision_speedup": round(ours / fp32, 3) if fp32 else None,
         "training_gflop_per_image": round(flops_per_image / 1e9, 3),
         "achieved_tflops": round(achieved, 4),
         "peak_tflops": round(peak, 4),

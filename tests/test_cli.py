@@ -355,12 +355,12 @@ def test_bench_steps_default_to_the_device_type(device, expected, monkeypatch):
     assert bench.run_bench(device, steps=5, warmup=0)["steps"] == 5
 
 
-@pytest.mark.parametrize("device, speedup", [("cpu", None), ("cuda", 1.5)])
-def test_bench_times_a_gpu_without_cudnn_autotune_too(device, speedup, monkeypatch):
+@pytest.mark.parametrize("device, speedup, fp32_speedup", [("cpu", None, 2.0), ("cuda", 1.5, None)])
+def test_bench_times_a_gpu_without_cudnn_autotune_and_a_cpu_in_fp32_too(device, speedup, fp32_speedup, monkeypatch):
     from d2l_local import bench
 
     def d2l_local_img_per_s(device, warmup, steps, precision, compile=False, fuse=True, autotune=True):
-        return 300.0 if autotune else 200.0
+        return 150.0 if precision == "fp32" else 300.0 if autotune else 200.0
 
     monkeypatch.setattr(bench, "reference_img_per_s", lambda device, warmup, steps: 100.0)
     monkeypatch.setattr(bench, "d2l_local_img_per_s", d2l_local_img_per_s)
@@ -370,6 +370,7 @@ def test_bench_times_a_gpu_without_cudnn_autotune_too(device, speedup, monkeypat
     monkeypatch.setattr(bench, "HAS_FUSED_CONV", False)
     result = bench.run_bench(device)
     assert result["speedup"] == 3.0 and result["cudnn_autotune_speedup"] == speedup
+    assert result["mixed_precision_speedup"] == fp32_speedup
     assert {"device", "reference_img_per_s", "d2l_local_img_per_s", "speedup", "achieved_tflops", "peak_tflops",
             "fraction_of_peak"} <= result.keys()  # what issue #2 asks the JSON line for
     assert result["achieved_tflops"] == pytest.approx(300.0 * result["training_gflop_per_image"] / 1e3, abs=2e-4)

@@ -2,7 +2,8 @@
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add
 counts as two FLOPs); activation memory is measured from the tensors autograd
-saves for the backward pass. Nothing here is written out by hand.
+saves for the backward pass, each counted once, at the layer that saved it
+first. Nothing here is written out by hand.
 """
 
 import copy
@@ -23,6 +24,7 @@ class LayerCost:
     forward_flops: int
     training_flops: int
     output_bytes: int
+    saved_bytes: int = 0
 
 
 @dataclass
@@ -41,7 +43,8 @@ class NetworkCost:
         return [
             {"layer": r.name, "type": r.kind, "output shape": "x".join(map(str, r.output_shape)),
              "params": r.params, "forward MFLOPs": r.forward_flops / 1e6,
-             "training MFLOPs": r.training_flops / 1e6, "output KiB": r.output_bytes / 1024}
+             "training MFLOPs": r.training_flops / 1e6, "output KiB": r.output_bytes / 1024,
+             "saved for backward KiB": r.saved_bytes / 1024}
             for r in self.layers
         ]
 
@@ -60,7 +63,9 @@ def layer_summary(net, input_shape=(1, 1, 224, 224), device="cpu"):
     ``forward_flops`` is a prediction pass; ``training_flops`` is forward plus
     backward with respect to the weights. ``prediction_activation_bytes`` is the
     largest input + output pair any layer holds at once;
-    ``training_activation_bytes`` is everything autograd keeps for backward.
+    ``training_activation_bytes`` is everything autograd keeps for backward, and
+    a layer's ``saved_bytes`` the part of it that layer saved first (a ReLU's
+    output, which the next convolution saves too, counts at the ReLU).
     It measures a copy of ``net`` on ``device``: the network itself keeps its
     device, mode and gradients.
     """
@@ -76,10 +81,13 @@ def layer_summary(net, input_shape=(1, 1, 224, 224), device="cpu"):
     prediction_bytes = max(i.nbytes + o.nbytes for i, o in outputs.values())
 
     net.train()
-    saved = {}
+    saved = {}  # (storage, dtype) -> (the layer that saved it first, bytes)
+    running = [None]
+    for name, m in leaves:
+        m.register_forward_pre_hook(lambda mod, inp, name=name: running.__setitem__(0, name))
 
     def pack(t):
-        saved[(t.untyped_storage().data_ptr(), t.dtype)] = t.untyped_storage().nbytes()
+        saved.setdefault((t.untyped_storage().data_ptr(), t.dtype), (running[0], t.untyped_storage().nbytes()))
         return t
 
     with FlopCounterMode(display=False) as training_counter:
@@ -89,17 +97,21 @@ def layer_summary(net, input_shape=(1, 1, 224, 224), device="cpu"):
 
     params_of = {name: sum(p.numel() for p in m.parameters()) for name, m in leaves}
     weights = {p.untyped_storage().data_ptr() for p in net.parameters()}
-    activation_bytes = sum(b for (ptr, _), b in saved.items() if ptr not in weights)
+    saved_by = {}
+    for (ptr, _), (name, nbytes) in saved.items():
+        if ptr not in weights:
+            saved_by[name] = saved_by.get(name, 0) + nbytes
     prefix = type(net).__name__
     rows = [
         LayerCost(name, type(m).__name__, tuple(outputs[name][1].shape), params_of[name],
                   _flops_by_module(forward_counter, f"{prefix}.{name}"),
-                  _flops_by_module(training_counter, f"{prefix}.{name}"), outputs[name][1].nbytes)
+                  _flops_by_module(training_counter, f"{prefix}.{name}"), outputs[name][1].nbytes,
+                  saved_by.get(name, 0))
         for name, m in leaves if name in outputs
     ]
     return NetworkCost(rows, sum(p.numel() for p in net.parameters()),
                        forward_counter.get_total_flops(), training_counter.get_total_flops(),
-                       prediction_bytes, activation_bytes)
+                       prediction_bytes, sum(saved_by.values()))
 
 
 def block_shapes(net, input_shape=(1, 1, 224, 224)):

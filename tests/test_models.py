@@ -369,3 +369,18 @@ def test_layer_summary_rows_follow_block_shapes(nin_summary):
     assert by_name["9"].output_shape == (1, 10)
     assert all(r.forward_flops == 0 for r in nin_summary.layers if r.kind in ("ReLU", "Dropout", "Flatten"))
     assert nin_summary.training_activation_bytes > nin_summary.prediction_activation_bytes > 0
+
+
+def test_layer_summary_training_memory_by_layer(nin_summary):
+    by_name = {r.name: r for r in nin_summary.layers}
+    assert nin_summary.training_activation_bytes == sum(r.saved_bytes for r in nin_summary.layers)
+    fp32 = 4
+    # by hand: the first convolution keeps its input image, 1x224x224 floats, for its weight gradient
+    assert by_name["0.0"].saved_bytes == 224 * 224 * fp32
+    # each ReLU keeps its output (the next convolution uses the same tensor: counted once, here)
+    assert by_name["0.1"].saved_bytes == by_name["0.1"].output_bytes == 96 * 54 * 54 * fp32
+    assert by_name["0.2"].saved_bytes == 0
+    # max pooling keeps the int64 index of each output's maximum
+    assert by_name["1"].saved_bytes == 96 * 26 * 26 * 8
+    assert all(r.saved_bytes == 0 for r in nin_summary.layers if r.kind in ("AdaptiveAvgPool2d", "Flatten"))
+    assert "saved for backward KiB" in nin_summary.table()[0]

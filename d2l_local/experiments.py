@@ -76,8 +76,10 @@ def _conv1x1_counts(**recipe):
 
 
 def _recipe_changes(lr):
-    """The preset's recipe for its whole run, with its gradient clipped (norm 2), and with half its lr."""
-    return [("preset", {}, {}), ("clip_grad_norm=2", {}, {"clip_grad_norm": 2.0}), ("half_lr", {}, {"lr": lr / 2})]
+    """The preset's recipe for its whole run, with its gradient clipped (norm 2), with half its lr, and with
+    the pixels in [0, 1] as d2l feeds them (d2l_local standardises them)."""
+    return [("preset", {}, {}), ("clip_grad_norm=2", {}, {"clip_grad_norm": 2.0}), ("half_lr", {}, {"lr": lr / 2}),
+            ("standardize=False", {}, {"standardize": False})]
 
 
 # name -> (description, [(variant label, model options, recipe overrides)])
@@ -97,8 +99,8 @@ EXPERIMENTS = {
         ("tuned", {}, {"momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine", "label_smoothing": 0.1,
                        "lr": 0.02})]),
     # Does a run that starts well stay well? The seeds' recipe diverged in some 10-epoch GPU runs.
-    "full_run_stability": ("The preset's recipe over its whole run against clipped gradients (norm 2) and half "
-                           "the learning rate", _recipe_changes(PRESETS["cpu"]["lr"])),
+    "full_run_stability": ("The preset's recipe over its whole run against clipped gradients (norm 2), half "
+                           "the learning rate and unstandardised pixels", _recipe_changes(PRESETS["cpu"]["lr"])),
 }
 
 # The stability experiments (d2l_local.stability) write results/NAME.json too, with their own presets:
@@ -208,7 +210,7 @@ def run_experiment(name, preset="cpu", *, seeds=None, only=None, verify=False, f
     if not variants:
         raise ValueError(f"{name} has no variant {only!r}; its variants are {[v[0] for v in _variants(name, preset)]}")
     device = torch.device(device)
-    loaders = load_data_fashion_mnist(config["batch_size"], resize=DEFAULT_SIZE[config["model"]], device=device)
+    loaders = _loaders_for(config, device)
     path = results_dir() / f"{name}.json"
     if verify:
         yield _verify(path, preset, variants, seeds, device, loaders)
@@ -225,7 +227,7 @@ def run_experiment(name, preset="cpu", *, seeds=None, only=None, verify=False, f
                 baseline = not _non_default(config["model"], options) and not overrides and seed == seeds[0]
                 save = results_dir() / "models" / f"{config['model']}_{preset}_seed{seed}.pt" if baseline else None
                 print(f"[{name}] {label} seed {seed} ...", flush=True)
-                record = run_one(preset, options, recipe, seed, device, loaders, save_model=save)
+                record = run_one(preset, options, recipe, seed, device, loaders(recipe), save_model=save)
                 write_json_atomic(cached, record)
             runs.append({"variant": label, **record})
             print(f"[{name}] {label} seed {seed}: test acc {record['final_test_acc']:.4f}", flush=True)
@@ -236,6 +238,20 @@ def run_experiment(name, preset="cpu", *, seeds=None, only=None, verify=False, f
     }
     write_json_atomic(path, result)
     yield path
+
+
+def _loaders_for(config, device):
+    """``loaders(recipe)``: the preset's train and test loaders, standardised unless the recipe says not."""
+    made = {}
+
+    def loaders(recipe):
+        standardize = recipe.get("standardize", True)
+        if standardize not in made:
+            made[standardize] = load_data_fashion_mnist(config["batch_size"], resize=DEFAULT_SIZE[config["model"]],
+                                                        device=device, standardize=standardize)
+        return made[standardize]
+
+    return loaders
 
 
 def _verify(path, preset, variants, seeds, device, loaders):
@@ -249,7 +265,7 @@ def _verify(path, preset, variants, seeds, device, loaders):
             old = next((r for r in recorded["runs"] if r["variant"] == label and r["seed"] == seed), None)
             if old is None:
                 raise ValueError(f"{path} has no run of {label} from seed {seed}; its seeds are {recorded['seeds']}")
-            new = run_one(preset, options, recipe, seed, device, loaders)
+            new = run_one(preset, options, recipe, seed, device, loaders(recipe))
             keys = ("train_loss", "train_acc", "test_acc")
             same = len(old["history"]) == len(new["history"]) and all(
                 a[k] == b[k] for a, b in zip(old["history"], new["history"]) for k in keys)

@@ -321,6 +321,32 @@ def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
         list(experiments.run_experiment("kernel_3x3", "cpu", verify=True, seeds=[7]))
 
 
+def test_a_variant_with_unstandardised_pixels_trains_on_its_own_loaders(monkeypatch, tmp_path):
+    from d2l_local import experiments
+
+    monkeypatch.setenv("D2L_LOCAL_RESULTS", str(tmp_path))
+    built = []
+
+    def fake_loaders(*args, standardize=True, **kwargs):
+        built.append(standardize)
+        return (f"train standardize={standardize}", "test")
+
+    monkeypatch.setattr(experiments, "load_data_fashion_mnist", fake_loaders)
+    fed = {}
+
+    def fake_run_one(preset, options, recipe, seed, device, loaders, save_model=None):
+        fed.setdefault(loaders[0], set()).add(recipe.get("standardize", True))
+        return {"seed": seed, "final_test_acc": 0.5, "final_train_acc_eval": 0.6, "params": 1,
+                "training_flops_per_image": 1.0, "history": [], "config": recipe}
+
+    monkeypatch.setattr(experiments, "run_one", fake_run_one)
+    [path] = experiments.run_experiment("full_run_stability", "cpu", seeds=[0, 1])
+    assert sorted(built) == [False, True]  # one pair of loaders per setting, not per run
+    assert fed == {"train standardize=True": {True}, "train standardize=False": {False}}
+    record = json.loads(path.read_text())
+    assert "standardize=False" in record["variants"] and len(record["runs"]) == 4 * 2
+
+
 def test_experiment_run_records_eval_mode_train_accuracy(monkeypatch, tmp_path):
     from d2l_local import experiments
 

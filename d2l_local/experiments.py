@@ -117,6 +117,9 @@ STABILITY = {
     "stability_clip_loose": {"inits": ("d2l_local",), "clip_grad_norm": 10.0},
     # d2l_local standardises the pixels, d2l feeds them in [0, 1]: is the standardisation behind the collapses?
     "stability_unit_inputs": {"inits": ("d2l_local",), "standardize": False},
+    # stability's d2l_local runs alone, unchanged: the twin of a variant recorded on another machine (bf16
+    # rounding differs between CPUs, and over hundreds of steps that alone can change a run's path).
+    "stability_twin": {"inits": ("d2l_local",)},
 }
 # On the 224 network the two squeeze variants swap roles: the seeds squeeze in one step.
 GPU_VARIANTS = {"squeeze": [("one_step", {}, {}), ("gradual", {"last_block": (192, 48, 10)}, {})],

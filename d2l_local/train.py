@@ -32,6 +32,7 @@ from .relu_fusion import fuse_relus
 from .space_to_depth import space_to_depth
 
 QUICK_IMAGES = 512
+CONFIG_ADDED_LATER = {"deterministic": False}  # run settings newer than some checkpoints, at their defaults
 NAN_CHECK_EVERY = 20
 # fp16's GradScaler skips each step whose gradient overflows and halves its scale (it starts at 2**16 and
 # doubles only after 2000 clean steps), so a diverged run can keep a finite loss and finite weights. Below
@@ -333,7 +334,8 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
             # names a slot, not the hardware (resuming on the CPU stays bitwise exact).
             return {k: torch.device(v).type if k == "device" else v for k, v in cfg.items() if k not in free}
 
-        saved, mine = comparable(state["config"]), comparable(config)
+        # A checkpoint from before a setting existed ran with its default.
+        saved, mine = comparable(CONFIG_ADDED_LATER | state["config"]), comparable(config)
         if saved != mine:
             raise ValueError(f"checkpoint {checkpoint} was written by a different run: {saved} vs {mine}. "
                              "Use another checkpoint path, or the same settings.")

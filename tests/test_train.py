@@ -142,6 +142,16 @@ def test_resume_refuses_a_checkpoint_of_another_run(uninterrupted, paper_loaders
                   progress=False)
 
 
+def test_a_checkpoint_from_before_a_setting_existed_resumes(uninterrupted, paper_loaders, tmp_path):
+    _, history, path = uninterrupted
+    state = load_checkpoint(path)
+    del state["config"]["deterministic"]  # as written before train_ch6 had it
+    old = tmp_path / "old.pt"
+    torch.save(state, old)
+    resumed = train_ch6(PaperNiN(), *paper_loaders, 3, checkpoint=old, resume=True, **RUN)
+    assert records(resumed)[:2] == records(history) and len(resumed.epochs) == 3
+
+
 class Interrupted(Exception):
     pass
 

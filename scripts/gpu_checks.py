@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import time
+from unittest import mock
 
 import torch
 
@@ -24,20 +25,13 @@ from d2l_local.train import COMPILE_MODES
 
 def same_weights_twice(device, deterministic):
     """Train the seeds' network twice from seed 0 (quick mode: 1 epoch on 512 images); equal weights?"""
-    previous = os.environ.get("D2L_LOCAL_QUICK")
-    os.environ["D2L_LOCAL_QUICK"] = "1"
-    try:
-        nets = []
+    nets = []
+    with mock.patch.dict(os.environ, D2L_LOCAL_QUICK="1"):
         for _ in range(2):
             train_iter, test_iter = load_data_fashion_mnist(128, resize=224, device=device)
             net = NiN()
             train_ch6(net, train_iter, test_iter, 1, 0.1, device, deterministic=deterministic, progress=False)
             nets.append(net)
-    finally:
-        if previous is None:
-            del os.environ["D2L_LOCAL_QUICK"]
-        else:
-            os.environ["D2L_LOCAL_QUICK"] = previous
     return all(torch.equal(a, b) for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()))
 
 

@@ -65,7 +65,8 @@ PRESETS = {
                 schedule="constant", init="d2l_local", seeds=(0, 1, 2)),
 }
 # The book's central question gets more seeds than the preset's three where it is cheap enough.
-SEEDS_FOR = {("cpu", "conv1x1_count"): (0, 1, 2, 3, 4), ("cpu", "conv1x1_count_long"): (0, 1, 2, 3)}
+SEEDS_FOR = {("cpu", "conv1x1_count"): (0, 1, 2, 3, 4), ("cpu", "conv1x1_count_long"): (0, 1, 2, 3),
+             ("cpu", "linear_1x1"): (0, 1, 2, 3, 4)}
 # What results.py reads from every run; a kept run without one of them is trained again.
 RUN_KEYS = {"final_test_acc", "final_train_acc_eval", "params", "training_flops_per_image", "history"}
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "init", "label_smoothing")
@@ -88,6 +89,10 @@ EXPERIMENTS = {
     # The same question with a longer budget: does a deeper micro network need more epochs to pay off?
     "conv1x1_count_long": ("Number of 1x1 convolutions per block (0 to 3), 10 epochs with a cosine schedule",
                            _conv1x1_counts(epochs=10, schedule="cosine")),
+    # Is it the second layer's ReLU? Without it the pair computes only what one layer can, with two layers'
+    # parameters.
+    "linear_1x1": ("Two 1x1 layers per block with and without the ReLU between them, against one", [
+        ("num_1x1=1", {"num_1x1": 1}, {}), ("num_1x1=2", {}, {}), ("linear_1x1=True", {"linear_1x1": True}, {})]),
     "kernel_3x3": ("3x3 convolutions in place of the 1x1 layers", [
         ("kernel_1x1=1", {}, {}), ("kernel_1x1=3", {"kernel_1x1": 3}, {})]),
     "gap_vs_fc": ("Global average pooling against flatten + a fully connected layer", [

@@ -30,34 +30,41 @@ class _Network(nn.Sequential):
         return super().__getitem__(idx)
 
 
-def mlpconv(in_channels, widths, kernel_size, strides=1, padding=0, *, kernel_1x1=1):
+def mlpconv(in_channels, widths, kernel_size, strides=1, padding=0, *, kernel_1x1=1, linear_1x1=False):
     """An mlpconv layer: one ``kernel_size`` convolution followed by 1x1 convolutions.
 
     ``widths[0]`` is the output width of the spatial convolution and each
     further entry adds one "1x1" convolution of that width; every convolution is
     followed by a ReLU. ``kernel_1x1=3`` turns the 1x1 layers into 3x3 layers
     (padding 1) for the exercise that asks what the 1x1 shape buys.
+    ``linear_1x1=True`` drops the ReLUs between the 1x1 layers (the one after
+    the last stays), so that together they compute one linear map per pixel:
+    the parameters of several layers, the functions of one.
     """
     if not widths:
         raise ValueError("mlpconv needs at least one width (the spatial convolution's)")
     if kernel_1x1 not in (1, 3):
         raise ValueError(f"kernel_1x1 must be 1 or 3, got {kernel_1x1}")
     layers = [nn.Conv2d(in_channels, widths[0], kernel_size, strides, padding), nn.ReLU()]
-    for c_in, c_out in zip(widths, widths[1:]):
-        layers += [nn.Conv2d(c_in, c_out, kernel_1x1, padding=kernel_1x1 // 2), nn.ReLU()]
+    for i, (c_in, c_out) in enumerate(zip(widths, widths[1:]), start=2):
+        layers.append(nn.Conv2d(c_in, c_out, kernel_1x1, padding=kernel_1x1 // 2))
+        if not linear_1x1 or i == len(widths):
+            layers.append(nn.ReLU())
     return nn.Sequential(*layers)
 
 
-def nin_block(in_channels, out_channels, kernel_size, strides, padding, *, num_1x1=2, kernel_1x1=1):
+def nin_block(in_channels, out_channels, kernel_size, strides, padding, *, num_1x1=2, kernel_1x1=1,
+              linear_1x1=False):
     """The NiN block of the d2l book: a convolution, then ``num_1x1`` 1x1 convolutions.
 
     Same positional signature as ``d2l``'s ``nin_block``. ``num_1x1`` (0 to 3,
-    default 2 as in the paper) and ``kernel_1x1`` (1 or 3) serve the exercises.
+    default 2 as in the paper), ``kernel_1x1`` (1 or 3) and ``linear_1x1``
+    (see :func:`mlpconv`) serve the exercises.
     """
     if num_1x1 not in range(4):
         raise ValueError(f"num_1x1 must be 0, 1, 2 or 3, got {num_1x1}")
     return mlpconv(in_channels, [out_channels] * (1 + num_1x1), kernel_size, strides, padding,
-                   kernel_1x1=kernel_1x1)
+                   kernel_1x1=kernel_1x1, linear_1x1=linear_1x1)
 
 
 def _head(head, num_classes, feature_shape):
@@ -93,6 +100,8 @@ class NiN(_Network):
             (flatten + one fully connected layer, for the exercise).
         num_1x1: 1x1 convolutions per block, 0 to 3.
         kernel_1x1: 1, or 3 to replace the 1x1 convolutions by 3x3 ones.
+        linear_1x1: drop the ReLUs between the 1x1 layers of every block
+            (see :func:`mlpconv`).
         last_block: widths of the last block's layers, ending in ``num_classes``.
             ``None`` keeps the seeds' one-step squeeze: the 3x3 convolution
             goes straight from 384 to ``num_classes`` channels. ``(192, 48, 10)``
@@ -102,12 +111,13 @@ class NiN(_Network):
     """
 
     def __init__(self, num_classes=10, in_channels=1, *, head="gap", num_1x1=2, kernel_1x1=1,
-                 last_block=None, input_size=224, dropout=0.5):
-        block = dict(num_1x1=num_1x1, kernel_1x1=kernel_1x1)
+                 linear_1x1=False, last_block=None, input_size=224, dropout=0.5):
+        block = dict(num_1x1=num_1x1, kernel_1x1=kernel_1x1, linear_1x1=linear_1x1)
         if last_block is None:
             last = nin_block(384, num_classes, 3, 1, 1, **block)
         else:
-            last = mlpconv(384, _last_widths(last_block, num_classes), 3, 1, 1, kernel_1x1=kernel_1x1)
+            last = mlpconv(384, _last_widths(last_block, num_classes), 3, 1, 1, kernel_1x1=kernel_1x1,
+                           linear_1x1=linear_1x1)
         body = [
             nin_block(in_channels, 96, 11, 4, 0, **block),
             nn.MaxPool2d(3, stride=2),
@@ -134,14 +144,14 @@ class PaperNiN(_Network):
     0 keeps the spatial convolution alone (the last block's then outputs
     ``num_classes`` maps). ``last_block`` replaces the last block's widths
     (the paper's are 128-96-10; ``(10, 10, 10)`` squeezes in one step as the
-    seeds' network does). ``kernel_1x1``, ``head`` and ``input_size`` are as
-    in :class:`NiN`.
+    seeds' network does). ``kernel_1x1``, ``linear_1x1``, ``head`` and
+    ``input_size`` are as in :class:`NiN`.
     """
 
     BLOCKS = ((96, 64, 48), (128, 96, 48), (128, 96, None))  # None: num_classes
 
     def __init__(self, num_classes=10, in_channels=1, *, head="gap", num_1x1=2, kernel_1x1=1,
-                 last_block=None, input_size=28, dropout=0.5):
+                 linear_1x1=False, last_block=None, input_size=28, dropout=0.5):
         if num_1x1 not in range(4):
             raise ValueError(f"num_1x1 must be 0, 1, 2 or 3, got {num_1x1}")
         body, c_in = [], in_channels
@@ -151,7 +161,7 @@ class PaperNiN(_Network):
             widths = [conv] + [hidden] * (num_1x1 - 1) + [out] if num_1x1 else [out if is_last else conv]
             if is_last and last_block is not None:
                 widths = _last_widths(last_block, num_classes)
-            body.append(mlpconv(c_in, widths, 5, 1, 2, kernel_1x1=kernel_1x1))
+            body.append(mlpconv(c_in, widths, 5, 1, 2, kernel_1x1=kernel_1x1, linear_1x1=linear_1x1))
             if not is_last:
                 body += [nn.MaxPool2d(3, stride=2, ceil_mode=True), nn.Dropout(dropout)]
             c_in = widths[-1]

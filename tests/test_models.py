@@ -193,6 +193,36 @@ def test_paper_nin_num_1x1_variants(num_1x1):
     assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+@pytest.mark.parametrize("num_1x1", [1, 2, 3])
+def test_linear_1x1_drops_only_the_relus_between_1x1_layers(num_1x1):
+    block = nin_block(3, 8, 5, 1, 2, num_1x1=num_1x1, linear_1x1=True)
+    assert [type(m).__name__ for m in block] == ["Conv2d", "ReLU"] + ["Conv2d"] * num_1x1 + ["ReLU"]
+    assert count_parameters(block) == block_params(3, 8, 5, num_1x1)
+    assert count_parameters(NiN(num_1x1=num_1x1, linear_1x1=True)) == count_parameters(NiN(num_1x1=num_1x1))
+    assert count_parameters(PaperNiN(num_1x1=num_1x1, linear_1x1=True)) == count_parameters(
+        PaperNiN(num_1x1=num_1x1))
+
+
+def test_paper_nin_linear_pair_computes_what_one_1x1_layer_can():
+    """Without the ReLU between them, two 1x1 layers are one: multiplying their weights out gives the
+    one-layer network (num_1x1=1, which keeps each block's last width) the same outputs."""
+    torch.manual_seed(0)
+    pair = init_weights(PaperNiN(linear_1x1=True), "kaiming").eval()
+    single = PaperNiN(num_1x1=1).eval()
+    pair_blocks = [m for m in pair if isinstance(m, nn.Sequential)]
+    single_blocks = [m for m in single if isinstance(m, nn.Sequential)]
+    with torch.no_grad():
+        for two, one in zip(pair_blocks, single_blocks):
+            spatial, first, second = [m for m in two if isinstance(m, nn.Conv2d)]
+            target_spatial, target = [m for m in one if isinstance(m, nn.Conv2d)]
+            target_spatial.load_state_dict(spatial.state_dict())
+            w1, w2 = first.weight[:, :, 0, 0], second.weight[:, :, 0, 0]
+            target.weight.copy_((w2 @ w1)[:, :, None, None])
+            target.bias.copy_(w2 @ first.bias + second.bias)
+        X = torch.randn(4, 1, 28, 28)
+        torch.testing.assert_close(single(X), pair(X), rtol=1e-4, atol=1e-5)
+
+
 def test_last_block_gradual_squeeze():
     net = NiN(last_block=(192, 48, 10))
     convs = [m for m in net[7] if isinstance(m, nn.Conv2d)]

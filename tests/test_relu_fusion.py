@@ -18,6 +18,7 @@ NETWORKS = {
     "NiN gradual squeeze": (NiN, dict(last_block=(192, 48, 10)), 224),
     "paper NiN": (PaperNiN, {}, 28),
     "paper NiN, three 1x1": (PaperNiN, dict(num_1x1=3), 28),
+    "paper NiN, linear 1x1 pair": (PaperNiN, dict(linear_1x1=True), 28),
 }
 
 

@@ -198,6 +198,13 @@ def init_weights(net, scheme="d2l_local"):
     weights (the 384 -> 10 convolution 6 times larger) and the first layer with
     smaller ones.
     ``"kaiming"``: He-normal weights and zero biases everywhere.
+
+    He's factor of 2 makes up for the ReLU that halves the signal on the way
+    into a layer (by fan-in; on the way back out of it, by fan-out). Where two
+    weighted layers follow each other with no ReLU between them
+    (``linear_1x1=True``), the layer on the far side of that missing ReLU gets
+    gain 1 instead, so the signal keeps its scale there too; no other network
+    here has such a pair, and their weights are drawn as before.
     ``"xavier"``: what ``d2l.train_ch6`` does: Xavier-uniform weights, PyTorch's biases.
     ``"default"``: PyTorch's own initialisation, untouched.
     """
@@ -205,13 +212,21 @@ def init_weights(net, scheme="d2l_local"):
         raise ValueError(f"init must be one of {INITS}, got {scheme!r}")
     if scheme == "default":
         return net
-    layers = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    for module in layers:
+    weighted = (nn.Conv2d, nn.Linear)
+    leaves = [m for m in net.modules() if not list(m.children())]  # in forward order: nn.Sequential networks
+    layers = [m for m in leaves if isinstance(m, weighted)]
+    mode = "fan_out" if scheme == "d2l_local_fan_out" else "fan_in"
+    for i, module in enumerate(leaves):
+        if not isinstance(module, weighted):
+            continue
         if scheme == "xavier":
             nn.init.xavier_uniform_(module.weight)
         else:
-            mode = "fan_out" if scheme == "d2l_local_fan_out" else "fan_in"
-            nn.init.kaiming_normal_(module.weight, mode=mode, nonlinearity="relu")
+            # the layer that feeds this one (fan-in) or that this one feeds (fan-out), if nothing lies between
+            neighbour = (leaves[i - 1] if i > 0 else None) if mode == "fan_in" else \
+                (leaves[i + 1] if i + 1 < len(leaves) else None)
+            no_relu_between = isinstance(neighbour, weighted)
+            nn.init.kaiming_normal_(module.weight, mode=mode, nonlinearity="linear" if no_relu_between else "relu")
             nn.init.zeros_(module.bias)
     if scheme.startswith("d2l_local") and layers:
         nn.init.zeros_(layers[-1].weight)

@@ -346,6 +346,38 @@ def test_fan_out_init_scales_by_each_layers_fan_out():
     assert torch.count_nonzero(convs[-1].weight) == 0 and torch.all(convs[-1].bias == 1)
 
 
+@pytest.mark.parametrize("scheme, plain", [("d2l_local", 2), ("d2l_local_fan_out", 1)])
+def test_he_gain_only_where_a_relu_lies_between(scheme, plain):
+    """In a linear 1x1 pair the layer past the missing ReLU (the second by fan-in, the first by fan-out) gets
+    gain 1; every other layer keeps He's factor of 2."""
+    torch.manual_seed(0)
+    block = init_weights(PaperNiN(linear_1x1=True), scheme)[0]
+    convs = [m for m in block if isinstance(m, nn.Conv2d)]
+
+    def fan(conv):
+        k = conv.weight[0, 0].numel()
+        return conv.in_channels * k if scheme == "d2l_local" else conv.out_channels * k
+
+    gains = [conv.weight.var().item() * fan(conv) for conv in convs]
+    expected = [2.0, 2.0, 2.0]
+    expected[plain] = 1.0
+    assert gains == pytest.approx(expected, rel=0.1)
+
+
+def test_linear_pair_starts_with_the_scale_of_the_paper_network():
+    """With gain 1 past the missing ReLU, the pair's block outputs start as large as the paper's network's."""
+    X = torch.randn(64, 1, 28, 28)
+
+    def block_rms(net):
+        return [h.pow(2).mean().sqrt().item() for h in (net[0](X), net[:4](X))]
+
+    torch.manual_seed(0)
+    paper = block_rms(init_weights(PaperNiN()).eval())
+    torch.manual_seed(0)
+    pair = block_rms(init_weights(PaperNiN(linear_1x1=True)).eval())
+    assert pair == pytest.approx(paper, rel=0.25)
+
+
 @pytest.mark.parametrize("model", ["nin", "paper"])
 @pytest.mark.parametrize("head", ["gap", "fc"])
 @pytest.mark.parametrize("scheme", ["d2l_local", "d2l_local_fan_out"])

@@ -66,7 +66,7 @@ PRESETS = {
 }
 # The book's central question gets more seeds than the preset's three where it is cheap enough.
 SEEDS_FOR = {("cpu", "conv1x1_count"): (0, 1, 2, 3, 4), ("cpu", "conv1x1_count_long"): (0, 1, 2, 3),
-             ("cpu", "linear_1x1"): (0, 1, 2, 3, 4)}
+             ("cpu", "linear_1x1"): (0, 1, 2, 3, 4), ("cpu", "linear_1x1_long"): (0, 1, 2, 3)}
 # What results.py reads from every run; a kept run without one of them is trained again.
 RUN_KEYS = {"final_test_acc", "final_train_acc_eval", "params", "training_flops_per_image", "history"}
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "init", "label_smoothing")
@@ -74,6 +74,11 @@ RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedu
 
 def _conv1x1_counts(**recipe):
     return [(f"num_1x1={k}", {"num_1x1": k}, recipe) for k in range(4)]
+
+
+def _relu_between(**recipe):
+    return [("num_1x1=1", {"num_1x1": 1}, recipe), ("num_1x1=2", {}, recipe),
+            ("linear_1x1=True", {"linear_1x1": True}, recipe)]
 
 
 def _recipe_changes(lr):
@@ -91,8 +96,10 @@ EXPERIMENTS = {
                            _conv1x1_counts(epochs=10, schedule="cosine")),
     # Is it the second layer's ReLU? Without it the pair computes only what one layer can, with two layers'
     # parameters.
-    "linear_1x1": ("Two 1x1 layers per block with and without the ReLU between them, against one", [
-        ("num_1x1=1", {"num_1x1": 1}, {}), ("num_1x1=2", {}, {}), ("linear_1x1=True", {"linear_1x1": True}, {})]),
+    "linear_1x1": ("Two 1x1 layers per block with and without the ReLU between them, against one",
+                   _relu_between()),
+    "linear_1x1_long": ("Two 1x1 layers per block with and without the ReLU between them, against one, 10 epochs "
+                        "with a cosine schedule", _relu_between(epochs=10, schedule="cosine")),
     "kernel_3x3": ("3x3 convolutions in place of the 1x1 layers", [
         ("kernel_1x1=1", {}, {}), ("kernel_1x1=3", {"kernel_1x1": 3}, {})]),
     "gap_vs_fc": ("Global average pooling against flatten + a fully connected layer", [

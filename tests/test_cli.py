@@ -316,6 +316,8 @@ def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
     [path] = experiments.run_experiment("linear_1x1", "cpu")  # one and two layers are conv1x1_count's runs:
     assert trained[-5:] == [((("linear_1x1", True),), seed, 2, "constant") for seed in range(5)]  # 5 new ones
     assert len(trained) == 20 + 3 + 6 + 3 + 1 + 4 * 4 + 5 and len(json.loads(path.read_text())["runs"]) == 15
+    list(experiments.run_experiment("linear_1x1_long", "cpu"))  # and the long ones conv1x1_count_long's
+    assert trained[-4:] == [((("linear_1x1", True),), seed, 10, "cosine") for seed in range(4)]
     with pytest.raises(ValueError, match="cannot be combined with 'all'"):
         list(experiments.run_experiment("all", "cpu", only="num_1x1=2"))
     with pytest.raises(ValueError, match="stability has no --verify"):

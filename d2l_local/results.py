@@ -21,6 +21,7 @@ import json
 import math
 import statistics
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -197,16 +198,25 @@ def plot_curves(record, key="test_acc", ax=None):
 
 
 def describe_provenance(record):
-    """One line: preset, device, commit, date (and whether the tree was dirty)."""
+    """One line: preset, device, commit, date (and whether the tree was dirty).
+
+    Where kept runs came from several machines, it names each machine and how
+    many of the runs it trained, instead of the machine that wrote the record.
+    """
     prov = record.get("provenance", {})
     commit = (prov.get("commit") or "unknown")[:10] + (" (uncommitted changes)" if prov.get("dirty") else "")
-    run_commits = {(run.get("provenance") or {}).get("commit") for run in record.get("runs", [])} - {None}
+    runs = record.get("runs", [])
+    run_commits = {(run.get("provenance") or {}).get("commit") for run in runs} - {None}
     runs_note = f" (its runs from {len(run_commits)} commits)" if len(run_commits) > 1 else ""
-    precisions = sorted({run["precision"] for run in record.get("runs", []) if run.get("precision")})
+    run_devices = Counter((run.get("provenance") or {}).get("device") for run in runs if run.get("provenance"))
+    if len(run_devices) > 1:
+        device = "devices " + ", ".join(f"{name} for {n} run{'s' * (n != 1)}" for name, n in run_devices.items())
+    else:
+        device = f"device {prov.get('device', 'unknown')}"
+    precisions = sorted({run["precision"] for run in runs if run.get("precision")})
     precision = f", precision {'/'.join(precisions)}" if precisions else ""
     return (f"Source: results/{record.get('experiment')}.json, preset '{record.get('preset')}', "
-            f"device {prov.get('device', 'unknown')}{precision}, commit {commit}{runs_note}, "
-            f"date {prov.get('date', 'unknown')}")
+            f"{device}{precision}, commit {commit}{runs_note}, date {prov.get('date', 'unknown')}")
 
 
 def _started(run, config):

@@ -125,6 +125,14 @@ def test_describe_provenance_is_one_line(record):
         assert part in line
     record["provenance"] = {**PROVENANCE, "dirty": True}
     assert "uncommitted" in results.describe_provenance(record)
+    assert "devices" not in line and "device CPU: test" in line
+
+
+def test_describe_provenance_names_every_machine_that_trained_runs(record):
+    """Kept runs trained elsewhere are not credited to the machine that wrote the record."""
+    record["runs"][2]["provenance"] = {**PROVENANCE, "device": "CPU: other"}
+    line = results.describe_provenance(record)
+    assert "devices CPU: test for 3 runs, CPU: other for 1 run" in line
 
 
 def test_stability_summary_counts_stuck_runs(stability):

@@ -198,15 +198,15 @@ def init_weights(net, scheme="d2l_local"):
     weights (the 384 -> 10 convolution 6 times larger) and the first layer with
     smaller ones.
     ``"kaiming"``: He-normal weights and zero biases everywhere.
+    ``"xavier"``: what ``d2l.train_ch6`` does: Xavier-uniform weights, PyTorch's biases.
+    ``"default"``: PyTorch's own initialisation, untouched.
 
-    He's factor of 2 makes up for the ReLU that halves the signal on the way
-    into a layer (by fan-in; on the way back out of it, by fan-out). Where two
-    weighted layers follow each other with no ReLU between them
+    He's factor of 2 makes up for the ReLU that halves the signal's mean square
+    on the way into a layer (by fan-in; on the way back out of it, by fan-out).
+    Where two weighted layers follow each other with no ReLU between them
     (``linear_1x1=True``), the layer on the far side of that missing ReLU gets
     gain 1 instead, so the signal keeps its scale there too; no other network
     here has such a pair, and their weights are drawn as before.
-    ``"xavier"``: what ``d2l.train_ch6`` does: Xavier-uniform weights, PyTorch's biases.
-    ``"default"``: PyTorch's own initialisation, untouched.
     """
     if scheme not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {scheme!r}")
@@ -222,10 +222,8 @@ def init_weights(net, scheme="d2l_local"):
         if scheme == "xavier":
             nn.init.xavier_uniform_(module.weight)
         else:
-            # the layer that feeds this one (fan-in) or that this one feeds (fan-out), if nothing lies between
-            neighbour = (leaves[i - 1] if i > 0 else None) if mode == "fan_in" else \
-                (leaves[i + 1] if i + 1 < len(leaves) else None)
-            no_relu_between = isinstance(neighbour, weighted)
+            j = i - 1 if mode == "fan_in" else i + 1  # what feeds this layer (fan-in), or what it feeds (fan-out)
+            no_relu_between = 0 <= j < len(leaves) and isinstance(leaves[j], weighted)
             nn.init.kaiming_normal_(module.weight, mode=mode, nonlinearity="linear" if no_relu_between else "relu")
             nn.init.zeros_(module.bias)
     if scheme.startswith("d2l_local") and layers:

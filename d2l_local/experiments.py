@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from .data import load_data_fashion_mnist
-from .models import DEFAULT_SIZE, INITS, MODELS, build_model, count_parameters
+from .models import DEFAULT_SIZE, INITS, MODELS, build_model, count_parameters, init_weights, multiply_out
 from .provenance import REPO, provenance, results_root
 from .summary import training_flops_per_image
 from .train import (
@@ -77,8 +77,12 @@ def _conv1x1_counts(**recipe):
 
 
 def _relu_between(**recipe):
+    """One 1x1 layer, the paper's two, the two without the ReLU between them, and one layer that starts from
+    the same seed's linear pair multiplied out (the same function at the start, and the same set of functions:
+    the two differ only in how the weights are written)."""
     return [("num_1x1=1", {"num_1x1": 1}, recipe), ("num_1x1=2", {}, recipe),
-            ("linear_1x1=True", {"linear_1x1": True}, recipe)]
+            ("linear_1x1=True", {"linear_1x1": True}, recipe),
+            ("num_1x1=1, start=linear_1x1", {"num_1x1": 1}, {**recipe, "start": "linear_1x1"})]
 
 
 def _recipe_changes(lr):
@@ -154,12 +158,21 @@ def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
     config = PRESETS[preset]
     model, size = config["model"], DEFAULT_SIZE[config["model"]]
     net = build_model(model, input_size=size, **options)
+    init = recipe["init"]
+    if recipe.get("start") == "linear_1x1":
+        # this seed's linear pair, multiplied out: one layer per block that starts computing what the pair does
+        pair = build_model(model, input_size=size, **{**options, "num_1x1": 2, "linear_1x1": True})
+        torch.manual_seed(seed)  # as train_ch6 seeds the pair's own initialisation
+        net.load_state_dict(multiply_out(init_weights(pair, init)).state_dict())
+        init = None
+    elif recipe.get("start") is not None:
+        raise ValueError(f"start must be None or 'linear_1x1', got {recipe['start']!r}")
     params = count_parameters(net)
     flops = training_flops_per_image(build_model(model, input_size=size, **options), size)
     start = time.time()
     diverged = None
     try:
-        history = train_ch6(net, *loaders, recipe["epochs"], recipe["lr"], device, seed=seed, init=recipe["init"],
+        history = train_ch6(net, *loaders, recipe["epochs"], recipe["lr"], device, seed=seed, init=init,
                             momentum=recipe["momentum"], weight_decay=recipe["weight_decay"],
                             schedule=recipe["schedule"], label_smoothing=recipe.get("label_smoothing", 0.0),
                             clip_grad_norm=recipe.get("clip_grad_norm"), checkpoint=save_model, progress=False,

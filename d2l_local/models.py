@@ -232,6 +232,42 @@ def init_weights(net, scheme="d2l_local"):
     return net
 
 
+def _is_1x1(layer):
+    return (isinstance(layer, nn.Conv2d) and layer.kernel_size == (1, 1) and layer.stride == (1, 1)
+            and layer.padding == (0, 0) and layer.dilation == (1, 1) and layer.groups == 1)
+
+
+def multiply_out(net):
+    """A copy of ``net`` in which 1x1 convolutions that follow each other directly are one 1x1 convolution.
+
+    With nothing between them, two such layers compute ``W2 (W1 x + b1) + b2 =
+    (W2 W1) x + (W2 b1 + b2)`` at every pixel, which one layer computes as
+    well: the copy computes the same function (up to rounding) with fewer
+    parameters. A ``linear_1x1=True`` network becomes one with the layout and
+    the parameters of ``num_1x1=1``; a network with a ReLU between all its
+    layers comes back unchanged.
+    """
+    net = copy.deepcopy(net)
+    for block in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
+        layers = []
+        for layer in block:
+            if layers and _is_1x1(layers[-1]) and _is_1x1(layer):
+                first = layers[-1]
+                merged = nn.Conv2d(first.in_channels, layer.out_channels, 1, bias=True,
+                                   device=first.weight.device, dtype=first.weight.dtype)
+                w1, w2 = first.weight[:, :, 0, 0], layer.weight[:, :, 0, 0]
+                b1, b2 = (c.bias if c.bias is not None else torch.zeros(c.out_channels) for c in (first, layer))
+                with torch.no_grad():
+                    merged.weight.copy_((w2 @ w1)[:, :, None, None])
+                    merged.bias.copy_(w2 @ b1 + b2)
+                layers[-1] = merged
+            else:
+                layers.append(layer)
+        if len(layers) < len(block):
+            block._modules = OrderedDict((str(i), layer) for i, layer in enumerate(layers))
+    return net
+
+
 def count_parameters(net):
     """Number of trainable parameters."""
     return sum(p.numel() for p in net.parameters() if p.requires_grad)

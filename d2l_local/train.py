@@ -270,7 +270,7 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
     Args:
         init: a scheme of :func:`~d2l_local.models.init_weights`: ``"d2l_local"``
             (default), ``"d2l_local_fan_out"``, ``"kaiming"``, ``"xavier"`` (what d2l does) or
-            ``"default"`` (PyTorch's).
+            ``"default"`` (PyTorch's); ``None`` keeps the weights ``net`` comes with.
         precision: ``"auto"`` (see :func:`pick_precision`), ``"bf16"``, ``"fp16"`` or ``"fp32"``.
         schedule: ``"constant"`` or ``"cosine"`` (per step, to zero).
         clip_grad_norm: scale each step's gradient down to at most this norm
@@ -310,7 +310,8 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
                   device=str(device), quick=quick)
 
     torch.manual_seed(seed)
-    init_weights(net, init)
+    if init is not None:
+        init_weights(net, init)
     net.to(device).to(memory_format=torch.channels_last)
     _check_input_size(net, train_iter, device)
     model = compiled(net, compile) if compile else fuse_relus(net, device)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_data import fake_urlopen, gz_of, nothing_installed  # noqa: F401 - nothing_installed: a fixture
 
-from d2l_local import cli
+from d2l_local import cli, experiments  # experiments: imported before any test fakes train.train_ch6, which it binds
 from d2l_local import data as data_mod
 from d2l_local.models import INITS
 
@@ -281,7 +281,6 @@ def test_training_and_the_command_line_import_without_the_book_extra(subprocess_
 
 
 def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
-    from d2l_local import experiments
 
     monkeypatch.setenv("D2L_LOCAL_RESULTS", str(tmp_path))
     monkeypatch.setattr(experiments, "load_data_fashion_mnist", lambda *args, **kwargs: (None, None))
@@ -313,11 +312,14 @@ def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
     list(experiments.run_experiment("conv1x1_count_long", "cpu"))  # same networks and seeds, longer recipe:
     assert len(trained) == 20 + 3 + 6 + 3 + 1 + 4 * 4                # no run of conv1x1_count is reused
     assert {run[2:] for run in trained[-16:]} == {(10, "cosine")}
-    [path] = experiments.run_experiment("linear_1x1", "cpu")  # one and two layers are conv1x1_count's runs:
-    assert trained[-5:] == [((("linear_1x1", True),), seed, 2, "constant") for seed in range(5)]  # 5 new ones
-    assert len(trained) == 20 + 3 + 6 + 3 + 1 + 4 * 4 + 5 and len(json.loads(path.read_text())["runs"]) == 15
+    [path] = experiments.run_experiment("linear_1x1", "cpu")  # one and two layers are conv1x1_count's runs;
+    new = [((("linear_1x1", True),), seed, 2, "constant") for seed in range(5)]  # new: the linear pair, and
+    new += [((("num_1x1", 1),), seed, 2, "constant") for seed in range(5)]       # one layer from its start
+    assert trained[-10:] == new
+    assert len(trained) == 20 + 3 + 6 + 3 + 1 + 4 * 4 + 10 and len(json.loads(path.read_text())["runs"]) == 20
     list(experiments.run_experiment("linear_1x1_long", "cpu"))  # and the long ones conv1x1_count_long's
-    assert trained[-4:] == [((("linear_1x1", True),), seed, 10, "cosine") for seed in range(4)]
+    assert trained[-8:] == [(options, seed, 10, "cosine") for options in ((("linear_1x1", True),), (("num_1x1", 1),))
+                            for seed in range(4)]
     with pytest.raises(ValueError, match="cannot be combined with 'all'"):
         list(experiments.run_experiment("all", "cpu", only="num_1x1=2"))
     with pytest.raises(ValueError, match="stability has no --verify"):
@@ -327,7 +329,6 @@ def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
 
 
 def test_a_variant_with_unstandardised_pixels_trains_on_its_own_loaders(monkeypatch, tmp_path):
-    from d2l_local import experiments
 
     monkeypatch.setenv("D2L_LOCAL_RESULTS", str(tmp_path))
     built = []
@@ -353,7 +354,6 @@ def test_a_variant_with_unstandardised_pixels_trains_on_its_own_loaders(monkeypa
 
 
 def test_experiment_run_records_eval_mode_train_accuracy(monkeypatch, tmp_path):
-    from d2l_local import experiments
 
     monkeypatch.setenv("D2L_LOCAL_QUICK", "1")
     monkeypatch.setenv("D2L_LOCAL_RESULTS", str(tmp_path))
@@ -424,3 +424,39 @@ def test_train_deterministic_option(argv, expected, fake_training):
 def test_bench_refuses_impossible_step_counts(capsys):
     assert cli.main(["bench", "--device", "cpu", "--steps", "0"]) == 2
     assert "at least 1 timed step" in capsys.readouterr().err
+
+
+def test_one_layer_from_the_linear_pairs_start_starts_computing_what_the_pair_does(monkeypatch):
+    """The variant "num_1x1=1, start=linear_1x1" hands train_ch6 the same seed's linear pair multiplied out,
+    and train_ch6 keeps those weights (init=None): the first two blocks compute what the pair's do."""
+    from d2l_local import train
+
+    class Started(Exception):
+        pass
+
+    nets = []
+
+    def stop_after_init(net, *args):  # the first thing train_ch6 does after initialising the network
+        nets.append(net)
+        raise Started
+
+    monkeypatch.setattr(train, "_check_input_size", stop_after_init)
+    recipe = {k: experiments.PRESETS["cpu"].get(k, 0.0) for k in experiments.RECIPE_KEYS}
+    variants = experiments.EXPERIMENTS["linear_1x1"][1]
+    for _, options, overrides in variants:
+        with pytest.raises(Started):
+            experiments.run_one("cpu", options, recipe | overrides, 3, "cpu", (None, None))
+    started = dict(zip([label for label, _, _ in variants], nets))
+    X = torch.randn(16, 1, 28, 28)
+
+    def first_blocks(label):
+        return started[label].eval()[:4](X.contiguous(memory_format=torch.channels_last))
+
+    with torch.no_grad():
+        torch.testing.assert_close(first_blocks("num_1x1=1, start=linear_1x1"), first_blocks("linear_1x1=True"),
+                                   rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(first_blocks("num_1x1=1, start=linear_1x1"), first_blocks("num_1x1=1"))
+    assert [p.shape for p in started["num_1x1=1, start=linear_1x1"].parameters()] == [
+        p.shape for p in started["num_1x1=1"].parameters()]
+    with pytest.raises(ValueError, match="start must be None or 'linear_1x1'"):
+        experiments.run_one("cpu", {}, recipe | {"start": "paper"}, 0, "cpu", (None, None))

@@ -17,6 +17,7 @@ from d2l_local import (
     layer_summary,
     min_input_size,
     mlpconv,
+    multiply_out,
     nin_block,
     training_flops_per_image,
 )
@@ -203,24 +204,30 @@ def test_linear_1x1_drops_only_the_relus_between_1x1_layers(num_1x1):
         PaperNiN(num_1x1=num_1x1))
 
 
-def test_paper_nin_linear_pair_computes_what_one_1x1_layer_can():
-    """Without the ReLU between them, two 1x1 layers are one: multiplying their weights out gives the
-    one-layer network (num_1x1=1, which keeps each block's last width) the same outputs."""
+@pytest.mark.parametrize("model", ["paper", "nin"])
+def test_linear_pair_multiplied_out_is_the_one_layer_network(model):
+    """Without the ReLU between them, two 1x1 layers are one: multiplying their weights out gives a network
+    with the layout of num_1x1=1 (which keeps each block's last width) and the pair's outputs."""
     torch.manual_seed(0)
-    pair = init_weights(PaperNiN(linear_1x1=True), "kaiming").eval()
-    single = PaperNiN(num_1x1=1).eval()
-    pair_blocks = [m for m in pair if isinstance(m, nn.Sequential)]
-    single_blocks = [m for m in single if isinstance(m, nn.Sequential)]
+    pair = init_weights(build_model(model, linear_1x1=True), "kaiming").eval()
+    single = multiply_out(pair)
+    one_layer = build_model(model, num_1x1=1)
+    assert [(k, v.shape) for k, v in single.state_dict().items()] == [
+        (k, v.shape) for k, v in one_layer.state_dict().items()]
+    assert str(single) == str(one_layer)
+    one_layer.load_state_dict(single.state_dict())
+    X = torch.randn(2, 1, DEFAULT_SIZE[model], DEFAULT_SIZE[model])
     with torch.no_grad():
-        for two, one in zip(pair_blocks, single_blocks):
-            spatial, first, second = [m for m in two if isinstance(m, nn.Conv2d)]
-            target_spatial, target = [m for m in one if isinstance(m, nn.Conv2d)]
-            target_spatial.load_state_dict(spatial.state_dict())
-            w1, w2 = first.weight[:, :, 0, 0], second.weight[:, :, 0, 0]
-            target.weight.copy_((w2 @ w1)[:, :, None, None])
-            target.bias.copy_(w2 @ first.bias + second.bias)
-        X = torch.randn(4, 1, 28, 28)
-        torch.testing.assert_close(single(X), pair(X), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(one_layer.eval()(X), pair(X), rtol=1e-4, atol=1e-5)
+    assert count_parameters(pair) == count_parameters(build_model(model))  # untouched: multiply_out copies
+
+
+def test_multiply_out_leaves_layers_with_a_relu_between_alone():
+    torch.manual_seed(0)
+    paper = init_weights(PaperNiN(), "kaiming")
+    kept = multiply_out(paper)
+    assert str(kept) == str(paper)
+    assert all(torch.equal(a, b) for a, b in zip(kept.state_dict().values(), paper.state_dict().values()))
 
 
 def test_last_block_gradual_squeeze():

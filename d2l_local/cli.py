@@ -35,7 +35,8 @@ def cmd_train(args):
     device = _device(args.device)
     train_iter, test_iter = data.load_data_fashion_mnist(args.batch_size, resize=size, device=device,
                                                          seed=args.seed)
-    net = models.build_model(args.model, num_1x1=args.num_1x1, head=args.head, input_size=size)
+    net = models.build_model(args.model, num_1x1=args.num_1x1, linear_1x1=args.linear_1x1, head=args.head,
+                             input_size=size)
     history = train.train_ch6(net, train_iter, test_iter, args.epochs, args.lr, device, seed=args.seed,
                               init=args.init, precision=args.precision, momentum=args.momentum,
                               weight_decay=args.weight_decay, schedule=args.schedule,
@@ -91,6 +92,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--resize", type=int, help="image side (default: 224 for nin, 28 for paper)")
     p.add_argument("--num-1x1", type=int, default=2)
+    p.add_argument("--linear-1x1", action="store_true", help="no ReLU between a block's 1x1 layers")
     p.add_argument("--head", choices=["gap", "fc"], default="gap")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", type=device_arg, help="cpu, cuda, cuda:1 ... (default: try_gpu())")

@@ -175,7 +175,7 @@ def fake_training(monkeypatch):
     got = {}
 
     def train_ch6(net, train_iter, test_iter, num_epochs, lr, device, **kwargs):
-        got.update(kwargs, device=device)
+        got.update(kwargs, device=device, net=net)
         return types.SimpleNamespace(final={"epoch": num_epochs})
 
     monkeypatch.setattr(data, "load_data_fashion_mnist", lambda *args, **kwargs: (None, None))
@@ -419,6 +419,13 @@ def test_train_compile_option(argv, expected, fake_training):
 def test_train_deterministic_option(argv, expected, fake_training):
     assert cli.main(["train", "--model", "paper", "--device", "cpu", "--quiet", *argv]) == 0
     assert fake_training["deterministic"] is expected
+
+
+@pytest.mark.parametrize("argv, relus", [([], 3), (["--linear-1x1"], 2)])
+def test_train_linear_1x1_option(argv, relus, fake_training):
+    assert cli.main(["train", "--model", "paper", "--device", "cpu", "--quiet", *argv]) == 0
+    first_block = fake_training["net"][0]
+    assert sum(isinstance(layer, torch.nn.ReLU) for layer in first_block) == relus
 
 
 def test_bench_refuses_impossible_step_counts(capsys):

@@ -33,7 +33,16 @@ from pathlib import Path
 import torch
 
 from .data import load_data_fashion_mnist
-from .models import DEFAULT_SIZE, INITS, MODELS, build_model, count_parameters, init_weights, multiply_out
+from .models import (
+    DEFAULT_SIZE,
+    INITS,
+    MODELS,
+    build_model,
+    copy_weights,
+    count_parameters,
+    init_weights,
+    multiply_out,
+)
 from .provenance import REPO, provenance, results_root
 from .summary import training_flops_per_image
 from .train import (
@@ -77,12 +86,14 @@ def _conv1x1_counts(**recipe):
 
 
 def _relu_between(**recipe):
-    """One 1x1 layer, the paper's two, the two without the ReLU between them, and one layer that starts from
-    the same seed's linear pair multiplied out (the same function at the start, and the same set of functions:
-    the two differ only in how the weights are written)."""
+    """One 1x1 layer, the paper's two, and the two without the ReLU between them; then two networks that start
+    from the same seed's linear pair: one layer with the pair's weights multiplied out (the pair's start and set
+    of functions, written with one layer's weights), and the paper's pair with the linear pair's weights as
+    they are (the same start but for the ReLU)."""
+    start = {**recipe, "start": "linear_1x1"}
     return [("num_1x1=1", {"num_1x1": 1}, recipe), ("num_1x1=2", {}, recipe),
             ("linear_1x1=True", {"linear_1x1": True}, recipe),
-            ("num_1x1=1, start=linear_1x1", {"num_1x1": 1}, {**recipe, "start": "linear_1x1"})]
+            ("num_1x1=1, start=linear_1x1", {"num_1x1": 1}, start), ("num_1x1=2, start=linear_1x1", {}, start)]
 
 
 def _recipe_changes(lr):
@@ -160,10 +171,11 @@ def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
     net = build_model(model, input_size=size, **options)
     init = recipe["init"]
     if recipe.get("start") == "linear_1x1":
-        # this seed's linear pair, multiplied out: one layer per block that starts computing what the pair does
+        # this seed's linear pair as train_ch6 initialises it; multiplied out for one 1x1 layer per block
         pair = build_model(model, input_size=size, **{**options, "num_1x1": 2, "linear_1x1": True})
-        torch.manual_seed(seed)  # as train_ch6 seeds the pair's own initialisation
-        net.load_state_dict(multiply_out(init_weights(pair, init)).state_dict())
+        torch.manual_seed(seed)
+        start = init_weights(pair, init)
+        copy_weights(multiply_out(start) if options.get("num_1x1") == 1 else start, net)
         init = None
     elif recipe.get("start") is not None:
         raise ValueError(f"start must be None or 'linear_1x1', got {recipe['start']!r}")

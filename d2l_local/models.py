@@ -268,6 +268,23 @@ def multiply_out(net):
     return net
 
 
+def copy_weights(source, net):
+    """Copy ``source``'s parameters into ``net``'s, one by one in order; return ``net``.
+
+    The two networks may differ in layers without parameters: the paper's
+    pair of 1x1 layers takes the weights of a ``linear_1x1=True`` pair this way.
+    """
+    pairs = list(zip(source.parameters(), net.parameters()))
+    if len(pairs) != len(list(source.parameters())) or len(pairs) != len(list(net.parameters())) or any(
+            a.shape != b.shape for a, b in pairs):
+        raise ValueError(f"cannot copy the weights of {type(source).__name__} into {type(net).__name__}: their "
+                         "parameters differ in number or shape")
+    with torch.no_grad():
+        for a, b in pairs:
+            b.copy_(a)
+    return net
+
+
 def count_parameters(net):
     """Number of trainable parameters."""
     return sum(p.numel() for p in net.parameters() if p.requires_grad)

@@ -173,6 +173,28 @@ def describe_change(record, base, other):
             f"training FLOPs per image x{c['flops_ratio']:.2f}.")
 
 
+def compare_table(record, pairs):
+    """One row per ``(base, other)`` pair of variants: what :func:`describe_change` says, as a table.
+
+    Columns: the mean final test accuracy of each; ``points``: their
+    difference (other minus base, percentage points); ``other higher from``:
+    on how many of the seeds both ran from ``other`` ended higher; the per-seed
+    difference (mean ± sample standard deviation); ``seed spread``: whether the
+    difference lies ``within`` the seed spread or ``beyond`` it (see :func:`compare`).
+    """
+    rows = {}
+    for base, other in pairs:
+        c = compare(record, base, other)
+        rows[base, other] = {
+            "test acc base": round(c["base"]["acc_mean"], 4), "test acc other": round(c["other"]["acc_mean"], 4),
+            "points": round(100 * c["acc_diff"], 2), "other higher from": f"{c['wins']} of {c['paired']} seeds",
+            "per-seed points": f"{100 * c['paired_diff_mean']:+.2f} ± {100 * c['paired_diff_std']:.2f}",
+            "seed spread": "within" if c["ranges_overlap"] else "beyond"}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.names = ["base", "other"]
+    return table
+
+
 def plot_curves(record, key="test_acc", ax=None):
     """Per-epoch ``key`` of every variant: the mean over seeds and a min..max band.
 
@@ -440,6 +462,7 @@ def plot_full_runs(record, key="test_acc"):
     return fig
 
 
-__all__ = ["results_folder", "load", "runs_of", "variant_stats", "summary", "compare", "describe_change", "plot_curves",
+__all__ = ["results_folder", "load", "runs_of", "variant_stats", "summary", "compare", "compare_table",
+           "describe_change", "plot_curves",
            "describe_provenance", "stability_summary", "stability_runs", "plot_stability", "full_run_outcome",
            "full_runs", "full_run_summary", "plot_full_runs"]

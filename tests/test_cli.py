@@ -313,13 +313,11 @@ def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
     assert len(trained) == 20 + 3 + 6 + 3 + 1 + 4 * 4                # no run of conv1x1_count is reused
     assert {run[2:] for run in trained[-16:]} == {(10, "cosine")}
     [path] = experiments.run_experiment("linear_1x1", "cpu")  # one and two layers are conv1x1_count's runs;
-    new = [((("linear_1x1", True),), seed, 2, "constant") for seed in range(5)]  # new: the linear pair, and
-    new += [((("num_1x1", 1),), seed, 2, "constant") for seed in range(5)]       # one layer from its start
-    assert trained[-10:] == new
-    assert len(trained) == 20 + 3 + 6 + 3 + 1 + 4 * 4 + 10 and len(json.loads(path.read_text())["runs"]) == 20
+    new = [(("linear_1x1", True),), (("num_1x1", 1),), ()]  # new: the linear pair, and one and two layers
+    assert trained[-15:] == [(options, seed, 2, "constant") for options in new for seed in range(5)]  # from its start
+    assert len(trained) == 20 + 3 + 6 + 3 + 1 + 4 * 4 + 15 and len(json.loads(path.read_text())["runs"]) == 25
     list(experiments.run_experiment("linear_1x1_long", "cpu"))  # and the long ones conv1x1_count_long's
-    assert trained[-8:] == [(options, seed, 10, "cosine") for options in ((("linear_1x1", True),), (("num_1x1", 1),))
-                            for seed in range(4)]
+    assert trained[-12:] == [(options, seed, 10, "cosine") for options in new for seed in range(4)]
     with pytest.raises(ValueError, match="cannot be combined with 'all'"):
         list(experiments.run_experiment("all", "cpu", only="num_1x1=2"))
     with pytest.raises(ValueError, match="stability has no --verify"):
@@ -435,7 +433,8 @@ def test_bench_refuses_impossible_step_counts(capsys):
 
 def test_one_layer_from_the_linear_pairs_start_starts_computing_what_the_pair_does(monkeypatch):
     """The variant "num_1x1=1, start=linear_1x1" hands train_ch6 the same seed's linear pair multiplied out,
-    and train_ch6 keeps those weights (init=None): the first two blocks compute what the pair's do."""
+    and train_ch6 keeps those weights (init=None): the first two blocks compute what the pair's do. The variant
+    "num_1x1=2, start=linear_1x1" gets the pair's weights as they are."""
     from d2l_local import train
 
     class Started(Exception):
@@ -465,5 +464,9 @@ def test_one_layer_from_the_linear_pairs_start_starts_computing_what_the_pair_do
         assert not torch.allclose(first_blocks("num_1x1=1, start=linear_1x1"), first_blocks("num_1x1=1"))
     assert [p.shape for p in started["num_1x1=1, start=linear_1x1"].parameters()] == [
         p.shape for p in started["num_1x1=1"].parameters()]
+    # the paper's pair from the linear pair's start: the same weights, and the ReLU between
+    paper, pair = started["num_1x1=2, start=linear_1x1"], started["linear_1x1=True"]
+    assert all(torch.equal(a, b) for a, b in zip(paper.parameters(), pair.parameters(), strict=True))
+    assert str(paper) == str(started["num_1x1=2"]) != str(pair)
     with pytest.raises(ValueError, match="start must be None or 'linear_1x1'"):
         experiments.run_one("cpu", {}, recipe | {"start": "paper"}, 0, "cpu", (None, None))

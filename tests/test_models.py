@@ -12,6 +12,7 @@ from d2l_local import (
     PaperNiN,
     block_shapes,
     build_model,
+    copy_weights,
     count_parameters,
     init_weights,
     layer_summary,
@@ -220,6 +221,16 @@ def test_linear_pair_multiplied_out_is_the_one_layer_network(model):
     with torch.no_grad():
         torch.testing.assert_close(one_layer.eval()(X), pair(X), rtol=1e-4, atol=1e-5)
     assert count_parameters(pair) == count_parameters(build_model(model))  # untouched: multiply_out copies
+
+
+def test_copy_weights_between_networks_that_differ_in_their_relus_only():
+    torch.manual_seed(0)
+    pair = init_weights(PaperNiN(linear_1x1=True))
+    paper = copy_weights(pair, PaperNiN())
+    assert all(torch.equal(a, b) for a, b in zip(paper.parameters(), pair.parameters(), strict=True))
+    for other in (PaperNiN(num_1x1=1), NiN()):
+        with pytest.raises(ValueError, match="parameters differ in number or shape"):
+            copy_weights(pair, other)
 
 
 def test_multiply_out_leaves_layers_with_a_relu_between_alone():

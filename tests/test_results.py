@@ -100,6 +100,16 @@ def test_describe_change_is_one_sentence_from_the_record(record):
     assert "within the seed spread" in results.describe_change(record, "a", "a")
 
 
+def test_compare_table_says_what_describe_change_says(record):
+    table = results.compare_table(record, [("a", "b"), ("b", "a")])
+    assert list(table.index) == [("a", "b"), ("b", "a")]
+    assert table.loc[("a", "b")].to_dict() == {
+        "test acc base": 0.81, "test acc other": 0.72, "points": -9.0, "other higher from": "0 of 2 seeds",
+        "per-seed points": "-9.00 ± 1.41", "seed spread": "beyond"}
+    assert table.loc[("b", "a"), "other higher from"] == "2 of 2 seeds"
+    assert results.compare_table(record, [("a", "a")]).loc[("a", "a"), "seed spread"] == "within"
+
+
 def test_plot_curves_draws_one_line_and_band_per_variant(record):
     fig = results.plot_curves(record)
     ax = fig.axes[0]

@@ -174,8 +174,8 @@ def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
         # this seed's linear pair as train_ch6 initialises it; multiplied out for one 1x1 layer per block
         pair = build_model(model, input_size=size, **{**options, "num_1x1": 2, "linear_1x1": True})
         torch.manual_seed(seed)
-        start = init_weights(pair, init)
-        copy_weights(multiply_out(start) if options.get("num_1x1") == 1 else start, net)
+        init_weights(pair, init)
+        copy_weights(multiply_out(pair) if options.get("num_1x1") == 1 else pair, net)
         init = None
     elif recipe.get("start") is not None:
         raise ValueError(f"start must be None or 'linear_1x1', got {recipe['start']!r}")

@@ -256,7 +256,7 @@ def multiply_out(net):
                 merged = nn.Conv2d(first.in_channels, layer.out_channels, 1, bias=True,
                                    device=first.weight.device, dtype=first.weight.dtype)
                 w1, w2 = first.weight[:, :, 0, 0], layer.weight[:, :, 0, 0]
-                b1, b2 = (c.bias if c.bias is not None else torch.zeros(c.out_channels) for c in (first, layer))
+                b1, b2 = (c.bias if c.bias is not None else c.weight.new_zeros(c.out_channels) for c in (first, layer))
                 with torch.no_grad():
                     merged.weight.copy_((w2 @ w1)[:, :, None, None])
                     merged.bias.copy_(w2 @ b1 + b2)
@@ -274,13 +274,12 @@ def copy_weights(source, net):
     The two networks may differ in layers without parameters: the paper's
     pair of 1x1 layers takes the weights of a ``linear_1x1=True`` pair this way.
     """
-    pairs = list(zip(source.parameters(), net.parameters()))
-    if len(pairs) != len(list(source.parameters())) or len(pairs) != len(list(net.parameters())) or any(
-            a.shape != b.shape for a, b in pairs):
+    sources, targets = list(source.parameters()), list(net.parameters())
+    if len(sources) != len(targets) or any(a.shape != b.shape for a, b in zip(sources, targets)):
         raise ValueError(f"cannot copy the weights of {type(source).__name__} into {type(net).__name__}: their "
                          "parameters differ in number or shape")
     with torch.no_grad():
-        for a, b in pairs:
+        for a, b in zip(sources, targets):
             b.copy_(a)
     return net
 

@@ -42,6 +42,7 @@ from .models import (
     count_parameters,
     init_weights,
     multiply_out,
+    product_step_gains,
 )
 from .provenance import REPO, provenance, results_root
 from .summary import training_flops_per_image
@@ -89,11 +90,13 @@ def _relu_between(**recipe):
     """One 1x1 layer, the paper's two, and the two without the ReLU between them; then two networks that start
     from the same seed's linear pair: one layer with the pair's weights multiplied out (the pair's start and set
     of functions, written with one layer's weights), and the paper's pair with the linear pair's weights as
-    they are (the same start but for the ReLU)."""
+    they are (the same start but for the ReLU). Last, one layer from the pair's start whose 1x1 layers also
+    learn as fast as the pair's products start to (``product_step_gains``): a learning-rate control."""
     start = {**recipe, "start": "linear_1x1"}
     return [("num_1x1=1", {"num_1x1": 1}, recipe), ("num_1x1=2", {}, recipe),
             ("linear_1x1=True", {"linear_1x1": True}, recipe),
-            ("num_1x1=1, start=linear_1x1", {"num_1x1": 1}, start), ("num_1x1=2, start=linear_1x1", {}, start)]
+            ("num_1x1=1, start=linear_1x1", {"num_1x1": 1}, start), ("num_1x1=2, start=linear_1x1", {}, start),
+            ("num_1x1=1, start=linear_1x1, lr_1x1=linear_1x1", {"num_1x1": 1}, {**start, "lr_1x1": "linear_1x1"})]
 
 
 def _recipe_changes(lr):
@@ -169,16 +172,20 @@ def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
     config = PRESETS[preset]
     model, size = config["model"], DEFAULT_SIZE[config["model"]]
     net = build_model(model, input_size=size, **options)
-    init = recipe["init"]
-    if recipe.get("start") == "linear_1x1":
-        # this seed's linear pair as train_ch6 initialises it; multiplied out for one 1x1 layer per block
+    init, lr_1x1_scale = recipe["init"], 1.0
+    for key in ("start", "lr_1x1"):
+        if recipe.get(key) not in (None, "linear_1x1"):
+            raise ValueError(f"{key} must be None or 'linear_1x1', got {recipe[key]!r}")
+    if "linear_1x1" in (recipe.get("start"), recipe.get("lr_1x1")):
+        # this seed's linear pair as train_ch6 initialises it
         pair = build_model(model, input_size=size, **{**options, "num_1x1": 2, "linear_1x1": True})
         torch.manual_seed(seed)
         init_weights(pair, init)
+    if recipe.get("start"):  # multiplied out for one 1x1 layer per block
         copy_weights(multiply_out(pair) if options.get("num_1x1") == 1 else pair, net)
         init = None
-    elif recipe.get("start") is not None:
-        raise ValueError(f"start must be None or 'linear_1x1', got {recipe['start']!r}")
+    if recipe.get("lr_1x1"):  # each 1x1 layer moves as fast as the pair's product starts to
+        lr_1x1_scale = product_step_gains(pair)
     params = count_parameters(net)
     flops = training_flops_per_image(build_model(model, input_size=size, **options), size)
     start = time.time()
@@ -187,8 +194,8 @@ def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
         history = train_ch6(net, *loaders, recipe["epochs"], recipe["lr"], device, seed=seed, init=init,
                             momentum=recipe["momentum"], weight_decay=recipe["weight_decay"],
                             schedule=recipe["schedule"], label_smoothing=recipe.get("label_smoothing", 0.0),
-                            clip_grad_norm=recipe.get("clip_grad_norm"), checkpoint=save_model, progress=False,
-                            plot=False)
+                            clip_grad_norm=recipe.get("clip_grad_norm"), lr_1x1_scale=lr_1x1_scale,
+                            checkpoint=save_model, progress=False, plot=False)
     except TrainingDiverged as err:  # a result too: recorded with the epochs it finished, not lost
         print(f"[run] diverged: {err}", flush=True)
         history, diverged = err.history, str(err)
@@ -197,7 +204,8 @@ def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
     precision, max_images = history.config["precision"], QUICK_IMAGES if quick_mode() else None
     final = history.final
     return {
-        "model": model, "image_size": size, "options": options, "config": {**options, **recipe},
+        "model": model, "image_size": size, "options": options,
+        "config": {**options, **recipe, **({"lr_1x1_scale": lr_1x1_scale} if recipe.get("lr_1x1") else {})},
         "num_1x1": options.get("num_1x1", 2), "seed": seed, "params": params,
         "training_flops_per_image": flops, "history": history.epochs, "diverged": diverged,
         # the network as training left it (a diverged one has NaN weights and predicts one class)

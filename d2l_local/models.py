@@ -237,6 +237,32 @@ def _is_1x1(layer):
             and layer.padding == (0, 0) and layer.dilation == (1, 1) and layer.groups == 1)
 
 
+def conv1x1_layers(net):
+    """The 1x1 convolutions of ``net``, in forward order."""
+    return [m for m in net.modules() if _is_1x1(m)]
+
+
+def product_step_gains(net):
+    """For each pair of 1x1 convolutions that follow each other directly: how much faster than one layer their
+    product starts to move under gradient descent, averaged over directions.
+
+    A step of learning rate ``lr`` on both ``W1`` and ``W2`` changes their
+    product ``W = W2 W1`` by ``-lr (W2 W2^T G + G W1^T W1)`` to first order,
+    where ``G`` is the gradient with respect to ``W``; one layer holding ``W``
+    moves by ``-lr G``. The mean eigenvalue of ``G -> W2 W2^T G + G W1^T W1`` is
+    ``|W2|^2 / rows(W2) + |W1|^2 / columns(W1)`` (squared Frobenius norms),
+    returned here pair by pair, in forward order. The gain is not the same in
+    every direction, and it changes as the weights change.
+    """
+    gains = []
+    for block in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
+        for first, second in zip(block, list(block)[1:]):
+            if _is_1x1(first) and _is_1x1(second):
+                w1, w2 = first.weight[:, :, 0, 0], second.weight[:, :, 0, 0]
+                gains.append((w2.square().sum() / w2.shape[0] + w1.square().sum() / w1.shape[1]).item())
+    return gains
+
+
 def multiply_out(net):
     """A copy of ``net`` in which 1x1 convolutions that follow each other directly are one 1x1 convolution.
 

@@ -27,12 +27,13 @@ from tqdm.auto import tqdm
 
 from .allocator import keep_freed_memory
 from .data import DeviceLoader, positive_int, write_atomic
-from .models import init_weights, min_input_size
+from .models import conv1x1_layers, init_weights, min_input_size
 from .relu_fusion import fuse_relus
 from .space_to_depth import space_to_depth
 
 QUICK_IMAGES = 512
-CONFIG_ADDED_LATER = {"deterministic": False}  # run settings newer than some checkpoints, at their defaults
+# run settings newer than some checkpoints, at their defaults
+CONFIG_ADDED_LATER = {"deterministic": False, "lr_1x1_scale": 1.0}
 NAN_CHECK_EVERY = 20
 # fp16's GradScaler skips each step whose gradient overflows and halves its scale (it starts at 2**16 and
 # doubles only after 2000 clean steps), so a diverged run can keep a finite loss and finite weights. Below
@@ -260,8 +261,8 @@ def _check_input_size(net, data_iter, device):
 
 def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0, init="d2l_local",
               precision="auto", momentum=0.0, weight_decay=0.0, schedule="constant", label_smoothing=0.0,
-              clip_grad_norm=None, compile=False, deterministic=False, checkpoint=None, resume=False, history_path=None,
-              progress=True, plot=None):
+              clip_grad_norm=None, lr_1x1_scale=1.0, compile=False, deterministic=False, checkpoint=None, resume=False,
+              history_path=None, progress=True, plot=None):
     """Train ``net`` with SGD and cross-entropy; same positional call as ``d2l.train_ch6``.
 
     Defaults are the seeds' recipe: plain SGD at ``lr``, no momentum or
@@ -275,6 +276,8 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
         schedule: ``"constant"`` or ``"cosine"`` (per step, to zero).
         clip_grad_norm: scale each step's gradient down to at most this norm
             (``torch.nn.utils.clip_grad_norm_``); ``None`` (the seeds' recipe) never clips.
+        lr_1x1_scale: the learning rate of the 1x1 convolutions (weights and biases) times
+            this factor, or times one factor per 1x1 convolution in forward order (see :func:`sgd`).
         compile: wrap the network in ``torch.compile``: ``True`` for its default
             mode, or a mode name (``"max-autotune"``, ``"reduce-overhead"``...).
         deterministic: on a GPU, deterministic kernels only (see
@@ -302,12 +305,14 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
         num_epochs = 1
         print(f"[d2l_local] QUICK MODE (D2L_LOCAL_QUICK=1): 1 epoch on {QUICK_IMAGES} images; "
               "the numbers below are a smoke test, not a result.")
+    optimizer = sgd(net, lr, momentum, weight_decay, lr_1x1_scale)
     config = dict(epochs=num_epochs, lr=lr, seed=seed, init=init, precision=precision, momentum=momentum,
                   weight_decay=weight_decay, schedule=schedule, label_smoothing=label_smoothing,
                   clip_grad_norm=clip_grad_norm, deterministic=deterministic,
                   batch_size=getattr(train_iter, "batch_size", None),
                   image_size=getattr(train_iter, "image_size", None),
-                  device=str(device), quick=quick)
+                  device=str(device), quick=quick,
+                  lr_1x1_scale=lr_1x1_scale if isinstance(lr_1x1_scale, (int, float)) else list(lr_1x1_scale))
 
     torch.manual_seed(seed)
     if init is not None:
@@ -315,7 +320,6 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
     net.to(device).to(memory_format=torch.channels_last)
     _check_input_size(net, train_iter, device)
     model = compiled(net, compile) if compile else fuse_relus(net, device)
-    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     steps_per_epoch = len(train_iter) if max_images is None else math.ceil(max_images / train_iter.batch_size)
     scheduler = None
     if schedule == "cosine":
@@ -408,6 +412,26 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
                 print(f"epoch {record['epoch']}: loss {record['train_loss']:.3f}, train acc {record['train_acc']:.3f}, "
                       f"test acc {record['test_acc']:.3f}, {record['img_per_s']:.1f} examples/sec on {device}")
     return history
+
+
+def sgd(net, lr, momentum=0.0, weight_decay=0.0, lr_1x1_scale=1.0):
+    """``torch.optim.SGD`` over ``net``'s parameters, its 1x1 convolutions at ``lr`` times ``lr_1x1_scale``.
+
+    ``lr_1x1_scale`` is one factor for every 1x1 convolution or a sequence of
+    one factor per 1x1 convolution, in forward order. At 1 (the default) all
+    parameters are one group, as in d2l.
+    """
+    layers = conv1x1_layers(net)
+    scales = [lr_1x1_scale] * len(layers) if isinstance(lr_1x1_scale, (int, float)) else list(lr_1x1_scale)
+    if len(scales) != len(layers) or not all(isinstance(s, (int, float)) and s > 0 for s in scales):
+        raise ValueError(f"lr_1x1_scale must be a positive number or {len(layers)} positive numbers, one per 1x1 "
+                         f"convolution of the network; got {lr_1x1_scale!r}")
+    if all(s == 1 for s in scales):
+        return torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    scaled = {p for layer in layers for p in layer.parameters()}
+    groups = [{"params": [p for p in net.parameters() if p not in scaled]}]
+    groups += [{"params": list(layer.parameters()), "lr": lr * s} for layer, s in zip(layers, scales)]
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from test_data import fake_urlopen, gz_of, nothing_installed  # noqa: F401 - not
 
 from d2l_local import cli, experiments  # experiments: imported before any test fakes train.train_ch6, which it binds
 from d2l_local import data as data_mod
-from d2l_local.models import INITS
+from d2l_local.models import INITS, product_step_gains
 
 CLOSED_PORT = "http://127.0.0.1:9"
 
@@ -313,11 +313,12 @@ def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
     assert len(trained) == 20 + 3 + 6 + 3 + 1 + 4 * 4                # no run of conv1x1_count is reused
     assert {run[2:] for run in trained[-16:]} == {(10, "cosine")}
     [path] = experiments.run_experiment("linear_1x1", "cpu")  # one and two layers are conv1x1_count's runs;
-    new = [(("linear_1x1", True),), (("num_1x1", 1),), ()]  # new: the linear pair, and one and two layers
-    assert trained[-15:] == [(options, seed, 2, "constant") for options in new for seed in range(5)]  # from its start
-    assert len(trained) == 20 + 3 + 6 + 3 + 1 + 4 * 4 + 15 and len(json.loads(path.read_text())["runs"]) == 25
-    list(experiments.run_experiment("linear_1x1_long", "cpu"))  # and the long ones conv1x1_count_long's
-    assert trained[-12:] == [(options, seed, 10, "cosine") for options in new for seed in range(4)]
+    new = [(("linear_1x1", True),), (("num_1x1", 1),), (), (("num_1x1", 1),)]  # new: the linear pair, one and
+    assert trained[-20:] == [(options, seed, 2, "constant") for options in new for seed in range(5)]  # two layers
+    assert len(trained) == 20 + 3 + 6 + 3 + 1 + 4 * 4 + 20 and len(json.loads(path.read_text())["runs"]) == 30
+    list(experiments.run_experiment("linear_1x1_long", "cpu"))  # from its start, and one layer also with its lr
+    assert trained[-16:] == [(options, seed, 10, "cosine") for options in new for seed in range(4)]  # (the long
+    # ones: conv1x1_count_long's)
     with pytest.raises(ValueError, match="cannot be combined with 'all'"):
         list(experiments.run_experiment("all", "cpu", only="num_1x1=2"))
     with pytest.raises(ValueError, match="stability has no --verify"):
@@ -440,13 +441,18 @@ def test_one_layer_from_the_linear_pairs_start_starts_computing_what_the_pair_do
     class Started(Exception):
         pass
 
-    nets = []
+    nets, scales, sgd = [], [], train.sgd
 
     def stop_after_init(net, *args):  # the first thing train_ch6 does after initialising the network
         nets.append(net)
         raise Started
 
+    def recording_sgd(net, lr, momentum, weight_decay, lr_1x1_scale):
+        scales.append(lr_1x1_scale)
+        return sgd(net, lr, momentum, weight_decay, lr_1x1_scale)
+
     monkeypatch.setattr(train, "_check_input_size", stop_after_init)
+    monkeypatch.setattr(train, "sgd", recording_sgd)
     recipe = {k: experiments.PRESETS["cpu"].get(k, 0.0) for k in experiments.RECIPE_KEYS}
     variants = experiments.EXPERIMENTS["linear_1x1"][1]
     for _, options, overrides in variants:
@@ -468,5 +474,13 @@ def test_one_layer_from_the_linear_pairs_start_starts_computing_what_the_pair_do
     paper, pair = started["num_1x1=2, start=linear_1x1"], started["linear_1x1=True"]
     assert all(torch.equal(a, b) for a, b in zip(paper.parameters(), pair.parameters(), strict=True))
     assert str(paper) == str(started["num_1x1=2"]) != str(pair)
-    with pytest.raises(ValueError, match="start must be None or 'linear_1x1'"):
-        experiments.run_one("cpu", {}, recipe | {"start": "paper"}, 0, "cpu", (None, None))
+    # one layer from the pair's start with the pair's starting step: the same weights, its 1x1 layers' lr scaled
+    fast = "num_1x1=1, start=linear_1x1, lr_1x1=linear_1x1"
+    assert all(torch.equal(a, b) for a, b in zip(
+        started[fast].parameters(), started["num_1x1=1, start=linear_1x1"].parameters(), strict=True))
+    scale = dict(zip([label for label, _, _ in variants], scales))
+    assert scale[fast] == product_step_gains(pair) and len(scale[fast]) == 3
+    assert 1 < min(scale[fast]) and {scale[label] for label in scale if label != fast} == {1.0}
+    for key in ("start", "lr_1x1"):
+        with pytest.raises(ValueError, match=f"{key} must be None or 'linear_1x1'"):
+            experiments.run_one("cpu", {}, recipe | {key: "paper"}, 0, "cpu", (None, None))

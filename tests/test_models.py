@@ -20,6 +20,7 @@ from d2l_local import (
     mlpconv,
     multiply_out,
     nin_block,
+    product_step_gains,
     training_flops_per_image,
 )
 from d2l_local.models import DEFAULT_SIZE
@@ -221,6 +222,28 @@ def test_linear_pair_multiplied_out_is_the_one_layer_network(model):
     with torch.no_grad():
         torch.testing.assert_close(one_layer.eval()(X), pair(X), rtol=1e-4, atol=1e-5)
     assert count_parameters(pair) == count_parameters(build_model(model))  # untouched: multiply_out copies
+
+
+def test_product_step_gain_is_the_mean_first_order_step_of_the_product():
+    """Checked against autograd: for every entry (i, j) of the product W = W2 W1, one step on W1 and W2 against
+    the loss W[i, j] moves W[i, j] by -lr times that entry's gain; the mean over the entries is the formula's."""
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.Conv2d(5, 4, 1), nn.Conv2d(4, 3, 1), nn.ReLU(), nn.Conv2d(3, 2, 1, bias=False))
+    net = nn.Sequential(block, nn.Sequential(nn.Conv2d(2, 2, 3), nn.Conv2d(2, 2, 1)))
+    w1, w2 = (layer.weight[:, :, 0, 0] for layer in block[:2])
+
+    def mean_step(first, second):
+        steps = []
+        for i in range(second.shape[0]):
+            for j in range(first.shape[1]):
+                g1, g2 = torch.autograd.grad((second @ first)[i, j], (first, second))
+                steps.append((second @ g1 + g2 @ first)[i, j])
+        return torch.stack(steps).mean().item()
+
+    # the first pair only: a ReLU separates the second from the third layer, a 3x3 the last block's
+    assert product_step_gains(net) == pytest.approx([mean_step(w1, w2)], rel=1e-5)
+    assert product_step_gains(PaperNiN()) == product_step_gains(PaperNiN(num_1x1=1)) == []
+    assert len(product_step_gains(PaperNiN(linear_1x1=True))) == 3
 
 
 def test_copy_weights_between_networks_that_differ_in_their_relus_only():

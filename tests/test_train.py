@@ -145,7 +145,8 @@ def test_resume_refuses_a_checkpoint_of_another_run(uninterrupted, paper_loaders
 def test_a_checkpoint_from_before_a_setting_existed_resumes(uninterrupted, paper_loaders, tmp_path):
     _, history, path = uninterrupted
     state = load_checkpoint(path)
-    del state["config"]["deterministic"]  # as written before train_ch6 had it
+    for setting in train_mod.CONFIG_ADDED_LATER:  # as written before train_ch6 had them
+        del state["config"][setting]
     old = tmp_path / "old.pt"
     torch.save(state, old)
     resumed = train_ch6(PaperNiN(), *paper_loaders, 3, checkpoint=old, resume=True, **RUN)
@@ -335,6 +336,33 @@ def test_train_step_clips_the_gradient_norm(make_loaders, max_norm):
     assert 1e-3 < norm < 1e3  # so that one bound clips and the other does not
     expected = steps["plain"] * min(1.0, max_norm / norm.item())
     torch.testing.assert_close(steps["clipped"], expected, rtol=1e-4, atol=1e-7)
+
+
+def test_sgd_scales_the_learning_rate_of_each_1x1_layer(make_loaders):
+    X, y = next(iter(make_loaders(64)[0]))
+    torch.manual_seed(0)
+    net = PaperNiN(num_1x1=1)
+    nn.init.normal_(net[6][2].weight, std=0.01)  # the last layer starts at zero: nothing would reach the others
+    before = [p.detach().clone() for p in net.parameters()]
+    optimizer = train_mod.sgd(net, 0.1, lr_1x1_scale=[2.0, 3.0, 0.5])
+    nn.functional.cross_entropy(net(X), y).backward()
+    grads = [p.grad.clone() for p in net.parameters()]
+    optimizer.step()
+    scale = {id(p): s for layer, s in zip(train_mod.conv1x1_layers(net), (2.0, 3.0, 0.5)) for p in layer.parameters()}
+    assert len(scale) == 6  # weights and biases of the three 1x1 layers
+    for p, b, g in zip(net.parameters(), before, grads):
+        torch.testing.assert_close(b - p.detach(), 0.1 * scale.get(id(p), 1.0) * g, rtol=1e-4, atol=1e-8)
+    assert len(train_mod.sgd(net, 0.1).param_groups) == 1 == len(train_mod.sgd(net, 0.1, lr_1x1_scale=1).param_groups)
+    for bad in (0.0, [2.0, 3.0], [1.0, 1.0, -1.0]):
+        with pytest.raises(ValueError, match="lr_1x1_scale must be a positive number or 3 positive numbers"):
+            train_mod.sgd(net, 0.1, lr_1x1_scale=bad)
+
+
+def test_train_ch6_records_the_1x1_learning_rates(make_loaders):
+    history = train_ch6(PaperNiN(num_1x1=1), *make_loaders(64), 1, 0.01, "cpu", lr_1x1_scale=(2.0, 3.0, 0.5),
+                        progress=False)
+    assert history.config["lr_1x1_scale"] == [2.0, 3.0, 0.5]
+    json.dumps(history.config)
 
 
 # ---------------------------------------------------------------- quick mode and the chance warning

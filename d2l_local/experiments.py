@@ -214,6 +214,8 @@ def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
         "final_train_acc": None if diverged else final["train_acc"],
         # the trained network on the whole training set in eval mode (no dropout): the gap to the test accuracy
         "final_train_acc_eval": evaluate_accuracy(net, loaders[0], device, precision, max_images),
+        # how fast each product of two 1x1 layers ended up moving (none without such pairs)
+        "final_product_step_gains": product_step_gains(net),
         "seconds_per_epoch": (sum(e["seconds"] for e in history.epochs) / len(history.epochs)
                               if history.epochs else None),
         "wall_seconds": time.time() - start, "precision": precision,

@@ -226,6 +226,19 @@ def test_an_experiment_records_a_diverged_run_instead_of_stopping(paper_loaders,
     assert run["final_test_acc"] in {(labels == c).sum().item() / len(labels) for c in range(10)}
 
 
+def test_an_experiment_records_how_fast_its_products_ended_up_moving(paper_loaders, monkeypatch):
+    from d2l_local import experiments
+
+    monkeypatch.setenv("D2L_LOCAL_QUICK", "1")
+    recipe = {k: experiments.PRESETS["cpu"].get(k, 0.0) for k in experiments.RECIPE_KEYS}
+    pair = experiments.run_one("cpu", {"linear_1x1": True}, recipe, 0, torch.device("cpu"), paper_loaders)
+    torch.manual_seed(0)
+    start = d2l_local.product_step_gains(d2l_local.init_weights(PaperNiN(linear_1x1=True)))
+    assert len(pair["final_product_step_gains"]) == 3 and pair["final_product_step_gains"] != start
+    paper = experiments.run_one("cpu", {}, recipe, 0, torch.device("cpu"), paper_loaders)
+    assert paper["final_product_step_gains"] == []
+
+
 def test_an_experiment_passes_its_recipes_clipping_to_train_ch6(monkeypatch, paper_loaders):
     from d2l_local import experiments
 

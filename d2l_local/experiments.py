@@ -76,7 +76,8 @@ PRESETS = {
 }
 # The book's central question gets more seeds than the preset's three where it is cheap enough.
 SEEDS_FOR = {("cpu", "conv1x1_count"): (0, 1, 2, 3, 4), ("cpu", "conv1x1_count_long"): (0, 1, 2, 3),
-             ("cpu", "linear_1x1"): (0, 1, 2, 3, 4), ("cpu", "linear_1x1_long"): (0, 1, 2, 3)}
+             ("cpu", "linear_1x1"): (0, 1, 2, 3, 4), ("cpu", "linear_1x1_long"): (0, 1, 2, 3),
+             ("cpu", "linear_1x1_lr"): (0, 1, 2, 3, 4)}
 # What results.py reads from every run; a kept run without one of them is trained again.
 RUN_KEYS = {"final_test_acc", "final_train_acc_eval", "params", "training_flops_per_image", "history"}
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "init", "label_smoothing")
@@ -99,6 +100,14 @@ def _relu_between(**recipe):
             ("num_1x1=1, start=linear_1x1, lr_1x1=linear_1x1", {"num_1x1": 1}, {**start, "lr_1x1": "linear_1x1"})]
 
 
+def _learning_rates(lr):
+    """One 1x1 layer per block and the linear pair at half, once and twice the preset's learning rate (at
+    once, the same runs as in ``linear_1x1``)."""
+    return [(label if rate == lr else f"{label}, lr={rate:g}", options, {} if rate == lr else {"lr": rate})
+            for rate in (lr / 2, lr, 2 * lr)
+            for label, options in (("num_1x1=1", {"num_1x1": 1}), ("linear_1x1=True", {"linear_1x1": True}))]
+
+
 def _recipe_changes(lr):
     """The preset's recipe for its whole run, with its gradient clipped (norm 2), with half its lr, and with
     the pixels in [0, 1] as d2l feeds them (d2l_local standardises them)."""
@@ -118,6 +127,9 @@ EXPERIMENTS = {
                    _relu_between()),
     "linear_1x1_long": ("Two 1x1 layers per block with and without the ReLU between them, against one, 10 epochs "
                         "with a cosine schedule", _relu_between(epochs=10, schedule="cosine")),
+    # Is the pair's lead a matter of this one learning rate?
+    "linear_1x1_lr": ("One 1x1 layer and the two without the ReLU between them, at half, once and twice the "
+                      "preset's learning rate", _learning_rates(PRESETS["cpu"]["lr"])),
     "kernel_3x3": ("3x3 convolutions in place of the 1x1 layers", [
         ("kernel_1x1=1", {}, {}), ("kernel_1x1=3", {"kernel_1x1": 3}, {})]),
     "gap_vs_fc": ("Global average pooling against flatten + a fully connected layer", [
@@ -153,7 +165,8 @@ STABILITY = {
 }
 # On the 224 network the two squeeze variants swap roles: the seeds squeeze in one step.
 GPU_VARIANTS = {"squeeze": [("one_step", {}, {}), ("gradual", {"last_block": (192, 48, 10)}, {})],
-                "full_run_stability": _recipe_changes(PRESETS["gpu"]["lr"])}
+                "full_run_stability": _recipe_changes(PRESETS["gpu"]["lr"]),
+                "linear_1x1_lr": _learning_rates(PRESETS["gpu"]["lr"])}
 
 
 def _non_default(model, options):

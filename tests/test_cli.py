@@ -319,6 +319,11 @@ def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
     list(experiments.run_experiment("linear_1x1_long", "cpu"))  # from its start, and one layer also with its lr
     assert trained[-16:] == [(options, seed, 10, "cosine") for options in new for seed in range(4)]  # (the long
     # ones: conv1x1_count_long's)
+    [path] = experiments.run_experiment("linear_1x1_lr", "cpu")  # at the preset's rate: linear_1x1's runs
+    assert len(trained) == 20 + 3 + 6 + 3 + 1 + 4 * 4 + 20 + 16 + 20
+    assert json.loads(path.read_text())["variants"] == [
+        "num_1x1=1, lr=0.005", "linear_1x1=True, lr=0.005", "num_1x1=1", "linear_1x1=True", "num_1x1=1, lr=0.02",
+        "linear_1x1=True, lr=0.02"]
     with pytest.raises(ValueError, match="cannot be combined with 'all'"):
         list(experiments.run_experiment("all", "cpu", only="num_1x1=2"))
     with pytest.raises(ValueError, match="stability has no --verify"):

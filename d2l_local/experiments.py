@@ -101,8 +101,8 @@ def _relu_between(**recipe):
 
 
 def _learning_rates(lr):
-    """One 1x1 layer per block and the linear pair at half, once and twice the preset's learning rate (at
-    once, the same runs as in ``linear_1x1``)."""
+    """One 1x1 layer per block and the linear pair at half, once and twice the preset's learning rate (at the
+    preset's rate, the same runs as ``linear_1x1``'s)."""
     return [(label if rate == lr else f"{label}, lr={rate:g}", options, {} if rate == lr else {"lr": rate})
             for rate in (lr / 2, lr, 2 * lr)
             for label, options in (("num_1x1=1", {"num_1x1": 1}), ("linear_1x1=True", {"linear_1x1": True}))]

@@ -243,8 +243,8 @@ def conv1x1_layers(net):
 
 
 def product_step_gains(net):
-    """For each pair of 1x1 convolutions that follow each other directly: how much faster than one layer their
-    product starts to move under gradient descent, averaged over directions.
+    """For each pair of 1x1 convolutions that follow each other directly: how much farther than one layer their
+    product moves in a step of gradient descent from the current weights, averaged over directions.
 
     A step of learning rate ``lr`` on both ``W1`` and ``W2`` changes their
     product ``W = W2 W1`` by ``-lr (W2 W2^T G + G W1^T W1)`` to first order,

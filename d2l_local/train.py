@@ -305,7 +305,6 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
         num_epochs = 1
         print(f"[d2l_local] QUICK MODE (D2L_LOCAL_QUICK=1): 1 epoch on {QUICK_IMAGES} images; "
               "the numbers below are a smoke test, not a result.")
-    optimizer = sgd(net, lr, momentum, weight_decay, lr_1x1_scale)
     config = dict(epochs=num_epochs, lr=lr, seed=seed, init=init, precision=precision, momentum=momentum,
                   weight_decay=weight_decay, schedule=schedule, label_smoothing=label_smoothing,
                   clip_grad_norm=clip_grad_norm, deterministic=deterministic,
@@ -318,6 +317,7 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
     if init is not None:
         init_weights(net, init)
     net.to(device).to(memory_format=torch.channels_last)
+    optimizer = sgd(net, lr, momentum, weight_decay, lr_1x1_scale)  # after the move, as torch.optim asks
     _check_input_size(net, train_iter, device)
     model = compiled(net, compile) if compile else fuse_relus(net, device)
     steps_per_epoch = len(train_iter) if max_images is None else math.ceil(max_images / train_iter.batch_size)

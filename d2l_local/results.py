@@ -195,8 +195,8 @@ def compare_table(record, pairs):
     return table
 
 
-def plot_curves(record, key="test_acc", ax=None):
-    """Per-epoch ``key`` of every variant: the mean over seeds and a min..max band.
+def plot_curves(record, key="test_acc", ax=None, variants=None):
+    """Per-epoch ``key`` of every variant (or of ``variants``): the mean over seeds and a min..max band.
 
     ``key`` is a field of the per-epoch history (``test_acc``, ``train_acc``,
     ``train_loss``, ``img_per_s``). Returns the matplotlib figure.
@@ -205,7 +205,7 @@ def plot_curves(record, key="test_acc", ax=None):
         fig, ax = plt.subplots(figsize=(5.5, 3.5))
     else:
         fig = ax.figure
-    for variant in record["variants"]:
+    for variant in variants or record["variants"]:
         runs = runs_of(record, variant)
         epochs = [entry["epoch"] for entry in runs[0]["history"]]
         plot_mean_spread(ax, epochs, [[entry[key] for entry in run["history"]] for run in runs], ascii_text(variant))

@@ -118,6 +118,9 @@ def test_plot_curves_draws_one_line_and_band_per_variant(record):
     assert len(ax.collections) == 2  # the min..max bands
     assert all(t.get_text().isascii() for t in fig.findobj(matplotlib.text.Text))
     matplotlib.pyplot.close(fig)
+    only = results.plot_curves(record, variants=["b"])
+    assert [line.get_label() for line in only.axes[0].get_lines()] == ["b"]
+    matplotlib.pyplot.close(only)
 
 
 def test_figures_refuse_non_ascii_labels(record):

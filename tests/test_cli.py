@@ -312,13 +312,14 @@ def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
     list(experiments.run_experiment("conv1x1_count_long", "cpu"))  # same networks and seeds, longer recipe:
     assert len(trained) == 20 + 3 + 6 + 3 + 1 + 4 * 4                # no run of conv1x1_count is reused
     assert {run[2:] for run in trained[-16:]} == {(10, "cosine")}
-    [path] = experiments.run_experiment("linear_1x1", "cpu")  # one and two layers are conv1x1_count's runs;
-    new = [(("linear_1x1", True),), (("num_1x1", 1),), (), (("num_1x1", 1),)]  # new: the linear pair, one and
-    assert trained[-20:] == [(options, seed, 2, "constant") for options in new for seed in range(5)]  # two layers
+    # one and two layers are conv1x1_count's runs (the long ones conv1x1_count_long's); new: the linear pair, one
+    # and two layers from its start, and one layer from its start with the pair's pace
+    new = [(("linear_1x1", True),), (("num_1x1", 1),), (), (("num_1x1", 1),)]
+    [path] = experiments.run_experiment("linear_1x1", "cpu")
+    assert trained[-20:] == [(options, seed, 2, "constant") for options in new for seed in range(5)]
     assert len(trained) == 20 + 3 + 6 + 3 + 1 + 4 * 4 + 20 and len(json.loads(path.read_text())["runs"]) == 30
-    list(experiments.run_experiment("linear_1x1_long", "cpu"))  # from its start, and one layer also with its lr
-    assert trained[-16:] == [(options, seed, 10, "cosine") for options in new for seed in range(4)]  # (the long
-    # ones: conv1x1_count_long's)
+    list(experiments.run_experiment("linear_1x1_long", "cpu"))
+    assert trained[-16:] == [(options, seed, 10, "cosine") for options in new for seed in range(4)]
     [path] = experiments.run_experiment("linear_1x1_lr", "cpu")  # at the preset's rate: linear_1x1's runs
     assert len(trained) == 20 + 3 + 6 + 3 + 1 + 4 * 4 + 20 + 16 + 20
     assert json.loads(path.read_text())["variants"] == [

@@ -49,8 +49,10 @@ from .summary import training_flops_per_image
 from .train import (
     QUICK_IMAGES,
     TrainingDiverged,
+    closed_channels_by_layer,
     evaluate_accuracy,
     load_checkpoint,
+    probe_images,
     quick_mode,
     train_ch6,
     write_json_atomic,
@@ -77,7 +79,7 @@ PRESETS = {
 # The book's central question gets more seeds than the preset's three where it is cheap enough.
 SEEDS_FOR = {("cpu", "conv1x1_count"): (0, 1, 2, 3, 4), ("cpu", "conv1x1_count_long"): (0, 1, 2, 3),
              ("cpu", "linear_1x1"): (0, 1, 2, 3, 4), ("cpu", "linear_1x1_long"): (0, 1, 2, 3),
-             ("cpu", "linear_1x1_lr"): (0, 1, 2, 3, 4)}
+             ("cpu", "linear_1x1_lr"): (0, 1, 2, 3, 4), ("cpu", "linear_1x1_paced"): (0, 1, 2, 3, 4)}
 # What results.py reads from every run; a kept run without one of them is trained again.
 RUN_KEYS = {"final_test_acc", "final_train_acc_eval", "params", "training_flops_per_image", "history"}
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "init", "label_smoothing")
@@ -98,6 +100,19 @@ def _relu_between(**recipe):
             ("linear_1x1=True", {"linear_1x1": True}, recipe),
             ("num_1x1=1, start=linear_1x1", {"num_1x1": 1}, start), ("num_1x1=2, start=linear_1x1", {}, start),
             ("num_1x1=1, start=linear_1x1, lr_1x1=linear_1x1", {"num_1x1": 1}, {**start, "lr_1x1": "linear_1x1"})]
+
+
+def _paced_blocks(num_blocks):
+    """One 1x1 layer per block from the linear pair's start, at the preset's pace, at the pair's starting pace in
+    every block (``linear_1x1``'s control), in every block but the last, and in the last (the class maps) only."""
+    start = {"start": "linear_1x1"}
+    paced = {**start, "lr_1x1": "linear_1x1"}
+    label = "num_1x1=1, start=linear_1x1"
+    return [(label, {"num_1x1": 1}, start), (f"{label}, lr_1x1=linear_1x1", {"num_1x1": 1}, paced),
+            (f"{label}, lr_1x1=linear_1x1, lr_1x1_blocks=1-{num_blocks - 1}", {"num_1x1": 1},
+             {**paced, "lr_1x1_blocks": tuple(range(1, num_blocks))}),
+            (f"{label}, lr_1x1=linear_1x1, lr_1x1_blocks={num_blocks}", {"num_1x1": 1},
+             {**paced, "lr_1x1_blocks": (num_blocks,)})]
 
 
 def _learning_rates(lr):
@@ -130,6 +145,9 @@ EXPERIMENTS = {
     # Is the pair's lead a matter of this one learning rate?
     "linear_1x1_lr": ("One 1x1 layer and the two without the ReLU between them, at half, once and twice the "
                       "preset's learning rate", _learning_rates(PRESETS["cpu"]["lr"])),
+    # Which block's faster steps stall the paced control: the class maps' or the ones below?
+    "linear_1x1_paced": ("One 1x1 layer from the linear pair's start, its 1x1 layers at the pair's starting pace in "
+                         "every block, in all but the last, or in the last only", _paced_blocks(3)),
     "kernel_3x3": ("3x3 convolutions in place of the 1x1 layers", [
         ("kernel_1x1=1", {}, {}), ("kernel_1x1=3", {"kernel_1x1": 3}, {})]),
     "gap_vs_fc": ("Global average pooling against flatten + a fully connected layer", [
@@ -166,7 +184,7 @@ STABILITY = {
 # On the 224 network the two squeeze variants swap roles: the seeds squeeze in one step.
 GPU_VARIANTS = {"squeeze": [("one_step", {}, {}), ("gradual", {"last_block": (192, 48, 10)}, {})],
                 "full_run_stability": _recipe_changes(PRESETS["gpu"]["lr"]),
-                "linear_1x1_lr": _learning_rates(PRESETS["gpu"]["lr"])}
+                "linear_1x1_lr": _learning_rates(PRESETS["gpu"]["lr"]), "linear_1x1_paced": _paced_blocks(4)}
 
 
 def _non_default(model, options):
@@ -199,6 +217,12 @@ def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
         init = None
     if recipe.get("lr_1x1"):  # each 1x1 layer moves as fast as the pair's product starts to
         lr_1x1_scale = product_step_gains(pair)
+        blocks = recipe.get("lr_1x1_blocks", range(1, len(lr_1x1_scale) + 1))
+        if not set(blocks) <= set(range(1, len(lr_1x1_scale) + 1)):
+            raise ValueError(f"lr_1x1_blocks names blocks 1 to {len(lr_1x1_scale)}, got {list(blocks)}")
+        lr_1x1_scale = [gain if block in blocks else 1.0 for block, gain in enumerate(lr_1x1_scale, 1)]
+    elif "lr_1x1_blocks" in recipe:
+        raise ValueError("lr_1x1_blocks needs lr_1x1='linear_1x1'")
     params = count_parameters(net)
     flops = training_flops_per_image(build_model(model, input_size=size, **options), size)
     start = time.time()
@@ -229,6 +253,8 @@ def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
         "final_train_acc_eval": evaluate_accuracy(net, loaders[0], device, precision, max_images),
         # how fast each product of two 1x1 layers ended up moving (none without such pairs)
         "final_product_step_gains": product_step_gains(net),
+        # channels of each ReLU layer that no probe image opens (a closed class map never learns again)
+        "closed_channels_at_end": closed_channels_by_layer(net, probe_images(loaders[1]), device, precision),
         "seconds_per_epoch": (sum(e["seconds"] for e in history.epochs) / len(history.epochs)
                               if history.epochs else None),
         "wall_seconds": time.time() - start, "precision": precision,

@@ -37,7 +37,6 @@ import statistics
 import time
 
 import torch
-from torch import nn
 
 from .allocator import keep_freed_memory
 from .data import load_data_fashion_mnist
@@ -45,7 +44,16 @@ from .experiments import STABILITY, results_dir
 from .models import NiN, count_parameters, init_weights
 from .provenance import provenance
 from .space_to_depth import space_to_depth
-from .train import _epoch_seed, autocast, pick_precision, quick_mode, train_step, write_json_atomic
+from .train import (
+    PROBE_IMAGES,
+    _epoch_seed,
+    closed_channels_by_layer,
+    pick_precision,
+    probe_images,
+    quick_mode,
+    train_step,
+    write_json_atomic,
+)
 
 STABILITY_PRESETS = {
     "cpu": dict(steps=400, seeds=(0, 1, 2, 3, 4), window=25),
@@ -54,45 +62,12 @@ STABILITY_PRESETS = {
 QUICK = dict(steps=4, window=2)  # D2L_LOCAL_QUICK=1: a smoke test
 LR, BATCH, SIZE = 0.1, 128, 224
 STUCK_BELOW = 0.2  # train accuracy over the last window; chance is 0.1
-PROBE_IMAGES = 256  # test images on which closed channels are counted at the end of a run
-
-
-def closed_channels(activation):
-    """How many channels of a ReLU's output (N, C, H, W) are zero for every image and position."""
-    return int((activation != 0).flatten(2).any(2).any(0).logical_not().sum())  # NaN counts as open
-
-
-def closed_channels_by_layer(net, probe, device, precision):
-    """Closed channels of every ReLU layer of ``net`` on the ``probe`` images, in evaluation mode.
-
-    One row per layer: its NiN block, its place in the block, its width and how many channels are closed.
-    """
-    blocks = [module for module in net if isinstance(module, nn.Sequential)]
-    layers = [(b, i, relu) for b, block in enumerate(blocks, 1)
-              for i, relu in enumerate((m for m in block if isinstance(m, nn.ReLU)), 1)]
-    outputs = {}
-
-    def keep(key):
-        def hook(module, inputs, output):
-            outputs[key] = output
-        return hook
-
-    hooks = [relu.register_forward_hook(keep((b, i))) for b, i, relu in layers]
-    try:
-        with torch.no_grad(), autocast(device, precision):
-            net.eval()(probe)
-    finally:
-        for hook in hooks:
-            hook.remove()
-        net.train()
-    return [{"block": b, "layer": i, "channels": outputs[b, i].shape[1], "closed": closed_channels(outputs[b, i])}
-            for b, i, _ in layers]
 
 
 def first_steps(init, seed, steps, window, loaders, device, lr=LR, clip_grad_norm=None):
     """Loss and accuracy, averaged over windows of ``window`` steps, for the first ``steps`` steps."""
     train_iter, test_iter = loaders
-    probe = torch.cat([X for X, _ in itertools.islice(test_iter, -(-PROBE_IMAGES // BATCH))])[:PROBE_IMAGES]
+    probe = probe_images(test_iter)
     precision = pick_precision(device)
     torch.manual_seed(seed)
     net = init_weights(NiN(), init).to(device).to(memory_format=torch.channels_last)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from .allocator import keep_freed_memory
@@ -32,6 +33,7 @@ from .relu_fusion import fuse_relus
 from .space_to_depth import space_to_depth
 
 QUICK_IMAGES = 512
+PROBE_IMAGES = 256  # test images on which closed channels are counted at the end of a run
 # run settings newer than some checkpoints, at their defaults
 CONFIG_ADDED_LATER = {"deterministic": False, "lr_1x1_scale": 1.0}
 NAN_CHECK_EVERY = 20
@@ -204,6 +206,52 @@ def evaluate_accuracy(net, data_iter, device=None, precision="fp32", max_images=
                 break
     net.train(was_training)
     return float(correct) / max(total, 1)
+
+
+def probe_images(data_iter, count=PROBE_IMAGES):
+    """The first ``count`` images of ``data_iter``: the same ones every time from a test loader."""
+    batches, total = [], 0
+    for X, _ in data_iter:
+        batches.append(X)
+        total += len(X)
+        if total >= count:
+            break
+    return torch.cat(batches)[:count]
+
+
+def closed_channels(activation):
+    """How many channels of a ReLU's output (N, C, H, W) are zero for every image and position."""
+    return int((activation != 0).flatten(2).any(2).any(0).logical_not().sum())  # NaN counts as open
+
+
+def closed_channels_by_layer(net, probe, device, precision):
+    """Closed channels of every ReLU layer of ``net`` on the ``probe`` images, in evaluation mode.
+
+    A closed channel passes no gradient back: what lies below it stops learning through it.
+
+    One row per layer: its NiN block, its place in the block, its width and how many channels are closed.
+    """
+    blocks = [module for module in net if isinstance(module, nn.Sequential)]
+    layers = [(b, i, relu) for b, block in enumerate(blocks, 1)
+              for i, relu in enumerate((m for m in block if isinstance(m, nn.ReLU)), 1)]
+    outputs = {}
+
+    def keep(key):
+        def hook(module, inputs, output):
+            outputs[key] = output
+        return hook
+
+    hooks = [relu.register_forward_hook(keep((b, i))) for b, i, relu in layers]
+    was_training = net.training
+    try:
+        with torch.no_grad(), autocast(device, precision):
+            net.eval()(probe)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        net.train(was_training)
+    return [{"block": b, "layer": i, "channels": outputs[b, i].shape[1], "closed": closed_channels(outputs[b, i])}
+            for b, i, _ in layers]
 
 
 def evaluate_accuracy_gpu(net, data_iter, device=None):

@@ -325,6 +325,9 @@ def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
     assert json.loads(path.read_text())["variants"] == [
         "num_1x1=1, lr=0.005", "linear_1x1=True, lr=0.005", "num_1x1=1", "linear_1x1=True", "num_1x1=1, lr=0.02",
         "linear_1x1=True, lr=0.02"]
+    [path] = experiments.run_experiment("linear_1x1_paced", "cpu")  # the first two: linear_1x1's runs
+    assert len(trained) == 20 + 3 + 6 + 3 + 1 + 4 * 4 + 20 + 16 + 20 + 10
+    assert len(json.loads(path.read_text())["runs"]) == 4 * 5
     with pytest.raises(ValueError, match="cannot be combined with 'all'"):
         list(experiments.run_experiment("all", "cpu", only="num_1x1=2"))
     with pytest.raises(ValueError, match="stability has no --verify"):
@@ -374,6 +377,11 @@ def test_experiment_run_records_eval_mode_train_accuracy(monkeypatch, tmp_path):
     record = experiments.run_one("cpu", {}, recipe, 0, "cpu", loaders)
     assert record["final_train_acc_eval"] == 0.123
     assert seen == [loaders[0]]  # evaluate_accuracy (eval mode) on the training set
+    # closed channels of every ReLU layer, counted on test images: the last is the class maps'
+    closed = record["closed_channels_at_end"]
+    assert [(row["block"], row["channels"]) for row in closed] == [
+        (1, 96), (1, 64), (1, 48), (2, 128), (2, 96), (2, 48), (3, 128), (3, 96), (3, 10)]
+    assert all(0 <= row["closed"] <= row["channels"] for row in closed)
 
 
 @pytest.mark.parametrize("device, expected", [("cpu", (12, 3)), ("cuda", (100, 20))])
@@ -490,3 +498,15 @@ def test_one_layer_from_the_linear_pairs_start_starts_computing_what_the_pair_do
     for key in ("start", "lr_1x1"):
         with pytest.raises(ValueError, match=f"{key} must be None or 'linear_1x1'"):
             experiments.run_one("cpu", {}, recipe | {key: "paper"}, 0, "cpu", (None, None))
+    # the pair's pace in some blocks only: the other blocks' 1x1 layers learn at the preset's rate
+    scales.clear()
+    paced = experiments.EXPERIMENTS["linear_1x1_paced"][1]
+    for _, options, overrides in paced:
+        with pytest.raises(Started):
+            experiments.run_one("cpu", options, recipe | overrides, 3, "cpu", (None, None))
+    gains = scale[fast]
+    assert scales == [1.0, gains, [*gains[:2], 1.0], [1.0, 1.0, gains[2]]]
+    for bad, message in (({"lr_1x1": "linear_1x1", "lr_1x1_blocks": (3, 4)}, "names blocks 1 to 3, got \\[3, 4\\]"),
+                         ({"lr_1x1_blocks": (1,)}, "lr_1x1_blocks needs lr_1x1='linear_1x1'")):
+        with pytest.raises(ValueError, match=message):
+            experiments.run_one("cpu", {"num_1x1": 1}, recipe | bad, 0, "cpu", (None, None))

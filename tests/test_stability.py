@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from d2l_local.models import INITS, NiN, init_weights
-from d2l_local.stability import _kept_runs, closed_channels, closed_channels_by_layer
+from d2l_local.stability import _kept_runs
+from d2l_local.train import closed_channels, closed_channels_by_layer
 
 
 def test_a_channel_is_closed_only_when_zero_for_every_image_and_position():

@@ -56,6 +56,7 @@ from .train import (
     quick_mode,
     train_ch6,
     write_json_atomic,
+    zero_scores_by_class,
 )
 
 
@@ -239,6 +240,7 @@ def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
         if save_model:  # not a trained baseline: load_model must not hand out its last finished epoch
             Path(save_model).unlink(missing_ok=True)
     precision, max_images = history.config["precision"], QUICK_IMAGES if quick_mode() else None
+    probe = probe_images(loaders[1])
     final = history.final
     return {
         "model": model, "image_size": size, "options": options,
@@ -254,7 +256,9 @@ def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
         # how fast each product of two 1x1 layers ended up moving (none without such pairs)
         "final_product_step_gains": product_step_gains(net),
         # channels of each ReLU layer that no probe image opens (a closed class map never learns again)
-        "closed_channels_at_end": closed_channels_by_layer(net, probe_images(loaders[1]), device, precision),
+        "closed_channels_at_end": closed_channels_by_layer(net, probe, device, precision),
+        # per class, the share of probe images whose class map is closed (a zero score: no gradient for it)
+        "zero_scores_by_class_at_end": zero_scores_by_class(net, probe, device, precision),
         "seconds_per_epoch": (sum(e["seconds"] for e in history.epochs) / len(history.epochs)
                               if history.epochs else None),
         "wall_seconds": time.time() - start, "precision": precision,

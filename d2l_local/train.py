@@ -254,6 +254,20 @@ def closed_channels_by_layer(net, probe, device, precision):
             for b, i, _ in layers]
 
 
+def zero_scores_by_class(net, probe, device, precision):
+    """For each class, the fraction of the ``probe`` images on which ``net`` (in evaluation mode) scores it
+    exactly zero.
+
+    Behind a ReLU and global average pooling, a zero score means the class map
+    is closed for that image, so that image passes its class no gradient.
+    """
+    was_training = net.training
+    with torch.no_grad(), autocast(device, precision):
+        scores = net.eval()(probe)
+    net.train(was_training)
+    return (scores == 0).float().mean(0).tolist()
+
+
 def evaluate_accuracy_gpu(net, data_iter, device=None):
     """``d2l``'s name and call for :func:`evaluate_accuracy` (any device, not only a GPU)."""
     return evaluate_accuracy(net, data_iter, device)

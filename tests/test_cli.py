@@ -382,6 +382,8 @@ def test_experiment_run_records_eval_mode_train_accuracy(monkeypatch, tmp_path):
     assert [(row["block"], row["channels"]) for row in closed] == [
         (1, 96), (1, 64), (1, 48), (2, 128), (2, 96), (2, 48), (3, 128), (3, 96), (3, 10)]
     assert all(0 <= row["closed"] <= row["channels"] for row in closed)
+    zero = record["zero_scores_by_class_at_end"]
+    assert len(zero) == 10 and all(0 <= share <= 1 for share in zero)
 
 
 @pytest.mark.parametrize("device, expected", [("cpu", (12, 3)), ("cuda", (100, 20))])

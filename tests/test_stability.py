@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from d2l_local.models import INITS, NiN, init_weights
+from d2l_local.models import INITS, NiN, PaperNiN, init_weights
 from d2l_local.stability import _kept_runs
-from d2l_local.train import closed_channels, closed_channels_by_layer
+from d2l_local.train import closed_channels, closed_channels_by_layer, zero_scores_by_class
 
 
 def test_a_channel_is_closed_only_when_zero_for_every_image_and_position():
@@ -34,6 +34,17 @@ def test_closed_channels_by_layer_finds_a_layer_closed_by_its_bias_and_restores_
     assert [row["closed"] for row in rows if row["block"] == 4][0] == 7
     assert all(row["closed"] < row["channels"] // 2 for row in rows if row["block"] < 4)
     assert not any(hook for relu in net.modules() if isinstance(relu, nn.ReLU) for hook in relu._forward_hooks)
+
+
+def test_zero_scores_by_class_counts_the_images_that_a_closed_class_map_gives_no_score():
+    torch.manual_seed(0)
+    net = init_weights(PaperNiN(), "d2l_local")  # every class map starts open: all scores exactly 1
+    class_maps = [m for m in net[-3] if isinstance(m, nn.Conv2d)][-1]
+    with torch.no_grad():
+        class_maps.bias[2] = -1.0  # class 2's map is closed for every image
+    shares = zero_scores_by_class(net.train(), torch.randn(64, 1, 28, 28), torch.device("cpu"), "fp32")
+    assert net.training
+    assert shares == [0.0, 0.0, 1.0] + [0.0] * 7
 
 
 def test_rerunning_one_init_keeps_the_others_with_the_record_provenance(tmp_path):

@@ -42,6 +42,7 @@ from .models import (
     count_parameters,
     init_weights,
     multiply_out,
+    product_bias_step_gains,
     product_step_gains,
 )
 from .provenance import REPO, provenance, results_root
@@ -105,15 +106,21 @@ def _relu_between(**recipe):
 
 def _paced_blocks(num_blocks):
     """One 1x1 layer per block from the linear pair's start, at the preset's pace, at the pair's starting pace in
-    every block (``linear_1x1``'s control), in every block but the last, and in the last (the class maps) only."""
+    every block (``linear_1x1``'s control), in every block but the last, and in the last (the class maps) only;
+    then, in every block and in the last only, with each bias at the pace of the pair's product's bias
+    (``product_bias_step_gains``: 1 in the last block, whose second layer starts at zero) instead of its
+    weights' pace."""
     start = {"start": "linear_1x1"}
     paced = {**start, "lr_1x1": "linear_1x1"}
-    label = "num_1x1=1, start=linear_1x1"
-    return [(label, {"num_1x1": 1}, start), (f"{label}, lr_1x1=linear_1x1", {"num_1x1": 1}, paced),
-            (f"{label}, lr_1x1=linear_1x1, lr_1x1_blocks=1-{num_blocks - 1}", {"num_1x1": 1},
-             {**paced, "lr_1x1_blocks": tuple(range(1, num_blocks))}),
-            (f"{label}, lr_1x1=linear_1x1, lr_1x1_blocks={num_blocks}", {"num_1x1": 1},
-             {**paced, "lr_1x1_blocks": (num_blocks,)})]
+    bias = {**paced, "lr_1x1_bias": "linear_1x1"}
+    last = {"lr_1x1_blocks": (num_blocks,)}
+    label, pace = "num_1x1=1, start=linear_1x1", "num_1x1=1, start=linear_1x1, lr_1x1=linear_1x1"
+    variants = [(label, start), (pace, paced),
+                (f"{pace}, lr_1x1_blocks=1-{num_blocks - 1}", paced | {"lr_1x1_blocks": tuple(range(1, num_blocks))}),
+                (f"{pace}, lr_1x1_blocks={num_blocks}", paced | last),
+                (f"{pace}, lr_1x1_bias=linear_1x1", bias),
+                (f"{pace}, lr_1x1_bias=linear_1x1, lr_1x1_blocks={num_blocks}", bias | last)]
+    return [(label, {"num_1x1": 1}, recipe) for label, recipe in variants]
 
 
 def _learning_rates(lr):
@@ -148,7 +155,8 @@ EXPERIMENTS = {
                       "preset's learning rate", _learning_rates(PRESETS["cpu"]["lr"])),
     # Which block's faster steps stall the paced control: the class maps' or the ones below?
     "linear_1x1_paced": ("One 1x1 layer from the linear pair's start, its 1x1 layers at the pair's starting pace in "
-                         "every block, in all but the last, or in the last only", _paced_blocks(3)),
+                         "every block, in all but the last, or in the last only, its biases at its weights' pace or at "
+                         "the pace of the pair's bias", _paced_blocks(3)),
     "kernel_3x3": ("3x3 convolutions in place of the 1x1 layers", [
         ("kernel_1x1=1", {}, {}), ("kernel_1x1=3", {"kernel_1x1": 3}, {})]),
     "gap_vs_fc": ("Global average pooling against flatten + a fully connected layer", [
@@ -204,10 +212,12 @@ def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
     config = PRESETS[preset]
     model, size = config["model"], DEFAULT_SIZE[config["model"]]
     net = build_model(model, input_size=size, **options)
-    init, lr_1x1_scale = recipe["init"], 1.0
-    for key in ("start", "lr_1x1"):
+    init, lr_1x1_scale, lr_1x1_bias_scale = recipe["init"], 1.0, None
+    for key in ("start", "lr_1x1", "lr_1x1_bias"):
         if recipe.get(key) not in (None, "linear_1x1"):
             raise ValueError(f"{key} must be None or 'linear_1x1', got {recipe[key]!r}")
+    if recipe.get("lr_1x1_bias") and not recipe.get("lr_1x1"):
+        raise ValueError("lr_1x1_bias needs lr_1x1='linear_1x1'")
     if "linear_1x1" in (recipe.get("start"), recipe.get("lr_1x1")):
         # this seed's linear pair as train_ch6 initialises it
         pair = build_model(model, input_size=size, **{**options, "num_1x1": 2, "linear_1x1": True})
@@ -216,12 +226,18 @@ def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
     if recipe.get("start"):  # multiplied out for one 1x1 layer per block
         copy_weights(multiply_out(pair) if options.get("num_1x1") == 1 else pair, net)
         init = None
-    if recipe.get("lr_1x1"):  # each 1x1 layer moves as fast as the pair's product starts to
-        lr_1x1_scale = product_step_gains(pair)
-        blocks = recipe.get("lr_1x1_blocks", range(1, len(lr_1x1_scale) + 1))
-        if not set(blocks) <= set(range(1, len(lr_1x1_scale) + 1)):
-            raise ValueError(f"lr_1x1_blocks names blocks 1 to {len(lr_1x1_scale)}, got {list(blocks)}")
-        lr_1x1_scale = [gain if block in blocks else 1.0 for block, gain in enumerate(lr_1x1_scale, 1)]
+    if recipe.get("lr_1x1"):  # each 1x1 layer moves as fast as the pair's product starts to (its bias too, if asked)
+        gains = product_step_gains(pair)
+        blocks = recipe.get("lr_1x1_blocks", range(1, len(gains) + 1))
+        if not set(blocks) <= set(range(1, len(gains) + 1)):
+            raise ValueError(f"lr_1x1_blocks names blocks 1 to {len(gains)}, got {list(blocks)}")
+
+        def in_blocks(factors):
+            return [factor if block in blocks else 1.0 for block, factor in enumerate(factors, 1)]
+
+        lr_1x1_scale = in_blocks(gains)
+        if recipe.get("lr_1x1_bias"):
+            lr_1x1_bias_scale = in_blocks(product_bias_step_gains(pair))
     elif "lr_1x1_blocks" in recipe:
         raise ValueError("lr_1x1_blocks needs lr_1x1='linear_1x1'")
     params = count_parameters(net)
@@ -233,6 +249,7 @@ def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
                             momentum=recipe["momentum"], weight_decay=recipe["weight_decay"],
                             schedule=recipe["schedule"], label_smoothing=recipe.get("label_smoothing", 0.0),
                             clip_grad_norm=recipe.get("clip_grad_norm"), lr_1x1_scale=lr_1x1_scale,
+                            lr_1x1_bias_scale=lr_1x1_bias_scale,
                             checkpoint=save_model, progress=False, plot=False)
     except TrainingDiverged as err:  # a result too: recorded with the epochs it finished, not lost
         print(f"[run] diverged: {err}", flush=True)
@@ -244,7 +261,8 @@ def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
     final = history.final
     return {
         "model": model, "image_size": size, "options": options,
-        "config": {**options, **recipe, **({"lr_1x1_scale": lr_1x1_scale} if recipe.get("lr_1x1") else {})},
+        "config": {**options, **recipe, **({"lr_1x1_scale": lr_1x1_scale} if recipe.get("lr_1x1") else {}),
+                   **({"lr_1x1_bias_scale": lr_1x1_bias_scale} if recipe.get("lr_1x1_bias") else {})},
         "num_1x1": options.get("num_1x1", 2), "seed": seed, "params": params,
         "training_flops_per_image": flops, "history": history.epochs, "diverged": diverged,
         # the network as training left it (a diverged one has NaN weights and predicts one class)

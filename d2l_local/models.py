@@ -255,12 +255,36 @@ def product_step_gains(net):
     every direction, and it changes as the weights change.
     """
     gains = []
+    for first, second in _consecutive_1x1_pairs(net):
+        w1, w2 = first.weight[:, :, 0, 0], second.weight[:, :, 0, 0]
+        gains.append((w2.square().sum() / w2.shape[0] + w1.square().sum() / w1.shape[1]).item())
+    return gains
+
+
+def product_bias_step_gains(net):
+    """As :func:`product_step_gains`, for the bias of the product: ``b = W2 b1 + b2``.
+
+    A step on ``b1``, ``b2`` and ``W2`` changes ``b`` by ``-lr (1 + |b1|^2 +
+    W2 W2^T) g`` to first order, where ``g`` is the gradient with respect to
+    ``b`` (leaving out the part that comes from the weights' gradient, which
+    vanishes while ``b1`` is zero, as at the start); one layer's bias moves by
+    ``-lr g``. Returned pair by pair: the mean eigenvalue, ``1 + |b1|^2 +
+    |W2|^2 / rows(W2)``.
+    """
+    gains = []
+    for first, second in _consecutive_1x1_pairs(net):
+        w2 = second.weight[:, :, 0, 0]
+        b1 = first.bias if first.bias is not None else w2.new_zeros(w2.shape[1])
+        gains.append((1 + b1.square().sum() + w2.square().sum() / w2.shape[0]).item())
+    return gains
+
+
+def _consecutive_1x1_pairs(net):
+    """Each pair of 1x1 convolutions of ``net`` that follow each other directly, in forward order."""
     for block in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
         for first, second in zip(block, list(block)[1:]):
             if _is_1x1(first) and _is_1x1(second):
-                w1, w2 = first.weight[:, :, 0, 0], second.weight[:, :, 0, 0]
-                gains.append((w2.square().sum() / w2.shape[0] + w1.square().sum() / w1.shape[1]).item())
-    return gains
+                yield first, second
 
 
 def multiply_out(net):

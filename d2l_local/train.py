@@ -35,7 +35,7 @@ from .space_to_depth import space_to_depth
 QUICK_IMAGES = 512
 PROBE_IMAGES = 256  # test images on which closed channels are counted at the end of a run
 # run settings newer than some checkpoints, at their defaults
-CONFIG_ADDED_LATER = {"deterministic": False, "lr_1x1_scale": 1.0}
+CONFIG_ADDED_LATER = {"deterministic": False, "lr_1x1_scale": 1.0, "lr_1x1_bias_scale": None}
 NAN_CHECK_EVERY = 20
 # fp16's GradScaler skips each step whose gradient overflows and halves its scale (it starts at 2**16 and
 # doubles only after 2000 clean steps), so a diverged run can keep a finite loss and finite weights. Below
@@ -323,8 +323,8 @@ def _check_input_size(net, data_iter, device):
 
 def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0, init="d2l_local",
               precision="auto", momentum=0.0, weight_decay=0.0, schedule="constant", label_smoothing=0.0,
-              clip_grad_norm=None, lr_1x1_scale=1.0, compile=False, deterministic=False, checkpoint=None, resume=False,
-              history_path=None, progress=True, plot=None):
+              clip_grad_norm=None, lr_1x1_scale=1.0, lr_1x1_bias_scale=None, compile=False, deterministic=False,
+              checkpoint=None, resume=False, history_path=None, progress=True, plot=None):
     """Train ``net`` with SGD and cross-entropy; same positional call as ``d2l.train_ch6``.
 
     Defaults are the seeds' recipe: plain SGD at ``lr``, no momentum or
@@ -340,6 +340,8 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
             (``torch.nn.utils.clip_grad_norm_``); ``None`` (the seeds' recipe) never clips.
         lr_1x1_scale: the learning rate of the 1x1 convolutions (weights and biases) times
             this factor, or times one factor per 1x1 convolution in forward order (see :func:`sgd`).
+        lr_1x1_bias_scale: factors of the same form for the 1x1 convolutions' biases alone;
+            ``None`` (the default) scales them with their weights.
         compile: wrap the network in ``torch.compile``: ``True`` for its default
             mode, or a mode name (``"max-autotune"``, ``"reduce-overhead"``...).
         deterministic: on a GPU, deterministic kernels only (see
@@ -373,13 +375,15 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
                   batch_size=getattr(train_iter, "batch_size", None),
                   image_size=getattr(train_iter, "image_size", None),
                   device=str(device), quick=quick,
-                  lr_1x1_scale=lr_1x1_scale if isinstance(lr_1x1_scale, (int, float)) else list(lr_1x1_scale))
+                  lr_1x1_scale=lr_1x1_scale if isinstance(lr_1x1_scale, (int, float)) else list(lr_1x1_scale),
+                  lr_1x1_bias_scale=lr_1x1_bias_scale if isinstance(lr_1x1_bias_scale, (int, float, type(None)))
+                  else list(lr_1x1_bias_scale))
 
     torch.manual_seed(seed)
     if init is not None:
         init_weights(net, init)
     net.to(device).to(memory_format=torch.channels_last)
-    optimizer = sgd(net, lr, momentum, weight_decay, lr_1x1_scale)  # after the move, as torch.optim asks
+    optimizer = sgd(net, lr, momentum, weight_decay, lr_1x1_scale, lr_1x1_bias_scale)  # after the move (torch.optim)
     _check_input_size(net, train_iter, device)
     model = compiled(net, compile) if compile else fuse_relus(net, device)
     steps_per_epoch = len(train_iter) if max_images is None else math.ceil(max_images / train_iter.batch_size)
@@ -476,24 +480,37 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
     return history
 
 
-def sgd(net, lr, momentum=0.0, weight_decay=0.0, lr_1x1_scale=1.0):
+def sgd(net, lr, momentum=0.0, weight_decay=0.0, lr_1x1_scale=1.0, lr_1x1_bias_scale=None):
     """``torch.optim.SGD`` over ``net``'s parameters, its 1x1 convolutions at ``lr`` times ``lr_1x1_scale``.
 
     ``lr_1x1_scale`` is one factor for every 1x1 convolution or a sequence of
-    one factor per 1x1 convolution, in forward order. At 1 (the default) all
-    parameters are one group, as in d2l.
+    one factor per 1x1 convolution, in forward order. ``lr_1x1_bias_scale``
+    (the same forms) gives their biases factors of their own; ``None`` scales
+    each bias as its layer's weights. At 1 (the default) all parameters are
+    one group, as in d2l.
     """
     layers = conv1x1_layers(net)
-    scales = [lr_1x1_scale] * len(layers) if isinstance(lr_1x1_scale, (int, float)) else list(lr_1x1_scale)
-    if len(scales) != len(layers) or not all(isinstance(s, (int, float)) and s > 0 for s in scales):
-        raise ValueError(f"lr_1x1_scale must be a positive number or {len(layers)} positive numbers, one per 1x1 "
-                         f"convolution of the network; got {lr_1x1_scale!r}")
-    if all(s == 1 for s in scales):
+    scales = _per_layer(lr_1x1_scale, layers, "lr_1x1_scale")
+    bias_scales = scales if lr_1x1_bias_scale is None else _per_layer(lr_1x1_bias_scale, layers, "lr_1x1_bias_scale")
+    if all(s == 1 for s in scales + bias_scales):
         return torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     scaled = {p for layer in layers for p in layer.parameters()}
     groups = [{"params": [p for p in net.parameters() if p not in scaled]}]
-    groups += [{"params": list(layer.parameters()), "lr": lr * s} for layer, s in zip(layers, scales)]
+    for layer, scale, bias_scale in zip(layers, scales, bias_scales):
+        if scale == bias_scale or layer.bias is None:
+            groups.append({"params": list(layer.parameters()), "lr": lr * scale})
+        else:
+            groups += [{"params": [layer.weight], "lr": lr * scale}, {"params": [layer.bias], "lr": lr * bias_scale}]
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def _per_layer(factors, layers, name):
+    """``factors`` (one positive number, or one per layer) as a list with one factor per layer."""
+    scales = [factors] * len(layers) if isinstance(factors, (int, float)) else list(factors)
+    if len(scales) != len(layers) or not all(isinstance(s, (int, float)) and s > 0 for s in scales):
+        raise ValueError(f"{name} must be a positive number or {len(layers)} positive numbers, one per 1x1 "
+                         f"convolution of the network; got {factors!r}")
+    return scales
 
 
 @contextlib.contextmanager

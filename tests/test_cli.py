@@ -12,7 +12,7 @@ from test_data import fake_urlopen, gz_of, nothing_installed  # noqa: F401 - not
 
 from d2l_local import cli, experiments  # experiments: imported before any test fakes train.train_ch6, which it binds
 from d2l_local import data as data_mod
-from d2l_local.models import INITS, product_step_gains
+from d2l_local.models import INITS, product_bias_step_gains, product_step_gains
 
 CLOSED_PORT = "http://127.0.0.1:9"
 
@@ -326,8 +326,8 @@ def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
         "num_1x1=1, lr=0.005", "linear_1x1=True, lr=0.005", "num_1x1=1", "linear_1x1=True", "num_1x1=1, lr=0.02",
         "linear_1x1=True, lr=0.02"]
     [path] = experiments.run_experiment("linear_1x1_paced", "cpu")  # the first two: linear_1x1's runs
-    assert len(trained) == 20 + 3 + 6 + 3 + 1 + 4 * 4 + 20 + 16 + 20 + 10
-    assert len(json.loads(path.read_text())["runs"]) == 4 * 5
+    assert len(trained) == 20 + 3 + 6 + 3 + 1 + 4 * 4 + 20 + 16 + 20 + 4 * 5
+    assert len(json.loads(path.read_text())["runs"]) == 6 * 5
     with pytest.raises(ValueError, match="cannot be combined with 'all'"):
         list(experiments.run_experiment("all", "cpu", only="num_1x1=2"))
     with pytest.raises(ValueError, match="stability has no --verify"):
@@ -457,15 +457,16 @@ def test_one_layer_from_the_linear_pairs_start_starts_computing_what_the_pair_do
     class Started(Exception):
         pass
 
-    nets, scales, sgd = [], [], train.sgd
+    nets, scales, bias_scales, sgd = [], [], [], train.sgd
 
     def stop_after_init(net, *args):  # the first thing train_ch6 does after initialising the network
         nets.append(net)
         raise Started
 
-    def recording_sgd(net, lr, momentum, weight_decay, lr_1x1_scale):
+    def recording_sgd(net, lr, momentum, weight_decay, lr_1x1_scale, lr_1x1_bias_scale):
         scales.append(lr_1x1_scale)
-        return sgd(net, lr, momentum, weight_decay, lr_1x1_scale)
+        bias_scales.append(lr_1x1_bias_scale)
+        return sgd(net, lr, momentum, weight_decay, lr_1x1_scale, lr_1x1_bias_scale)
 
     monkeypatch.setattr(train, "_check_input_size", stop_after_init)
     monkeypatch.setattr(train, "sgd", recording_sgd)
@@ -500,15 +501,21 @@ def test_one_layer_from_the_linear_pairs_start_starts_computing_what_the_pair_do
     for key in ("start", "lr_1x1"):
         with pytest.raises(ValueError, match=f"{key} must be None or 'linear_1x1'"):
             experiments.run_one("cpu", {}, recipe | {key: "paper"}, 0, "cpu", (None, None))
-    # the pair's pace in some blocks only: the other blocks' 1x1 layers learn at the preset's rate
+    assert set(bias_scales) == {None}  # the biases move with their weights
+    # the pair's pace in some blocks only (the others' 1x1 layers learn at the preset's rate), and the biases at
+    # the pace of the pair's bias: 1 in the last block, whose second layer starts at zero
     scales.clear()
+    bias_scales.clear()
     paced = experiments.EXPERIMENTS["linear_1x1_paced"][1]
     for _, options, overrides in paced:
         with pytest.raises(Started):
             experiments.run_one("cpu", options, recipe | overrides, 3, "cpu", (None, None))
-    gains = scale[fast]
-    assert scales == [1.0, gains, [*gains[:2], 1.0], [1.0, 1.0, gains[2]]]
+    gains, bias_gains = scale[fast], product_bias_step_gains(pair)
+    assert scales == [1.0, gains, [*gains[:2], 1.0], [1.0, 1.0, gains[2]], gains, [1.0, 1.0, gains[2]]]
+    assert bias_scales == [None] * 4 + [bias_gains, [1.0, 1.0, 1.0]] and bias_gains[2] == 1.0 < min(bias_gains[:2])
     for bad, message in (({"lr_1x1": "linear_1x1", "lr_1x1_blocks": (3, 4)}, "names blocks 1 to 3, got \\[3, 4\\]"),
-                         ({"lr_1x1_blocks": (1,)}, "lr_1x1_blocks needs lr_1x1='linear_1x1'")):
+                         ({"lr_1x1_blocks": (1,)}, "lr_1x1_blocks needs lr_1x1='linear_1x1'"),
+                         ({"lr_1x1_bias": "linear_1x1"}, "lr_1x1_bias needs lr_1x1='linear_1x1'"),
+                         ({"lr_1x1": "linear_1x1", "lr_1x1_bias": "paper"}, "lr_1x1_bias must be None or")):
         with pytest.raises(ValueError, match=message):
             experiments.run_one("cpu", {"num_1x1": 1}, recipe | bad, 0, "cpu", (None, None))

@@ -20,6 +20,7 @@ from d2l_local import (
     mlpconv,
     multiply_out,
     nin_block,
+    product_bias_step_gains,
     product_step_gains,
     training_flops_per_image,
 )
@@ -244,6 +245,25 @@ def test_product_step_gain_is_the_mean_first_order_step_of_the_product():
     assert product_step_gains(net) == pytest.approx([mean_step(w1, w2)], rel=1e-5)
     assert product_step_gains(PaperNiN()) == product_step_gains(PaperNiN(num_1x1=1)) == []
     assert len(product_step_gains(PaperNiN(linear_1x1=True))) == 3
+
+
+def test_product_bias_step_gain_is_the_mean_first_order_step_of_the_products_bias():
+    """Checked against autograd: for every entry i of the product's bias b = W2 b1 + b2 (b1 not zero here), one
+    step on b1, b2 and W2 against the loss b[i] moves b[i] by -lr times that entry's gain; the formula is their
+    mean. A second layer without a bias (the last block's third layer) takes no part."""
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.Conv2d(5, 4, 1), nn.Conv2d(4, 3, 1), nn.ReLU(), nn.Conv2d(3, 2, 1, bias=False))
+    first, second = block[0], block[1]
+    w2, b1, b2 = second.weight[:, :, 0, 0], first.bias, second.bias
+    steps = []
+    for i in range(w2.shape[0]):
+        g_w2, g_b1, g_b2 = torch.autograd.grad((w2 @ b1 + b2)[i], (w2, b1, b2))
+        steps.append((g_w2 @ b1 + w2 @ g_b1 + g_b2)[i])
+    assert product_bias_step_gains(nn.Sequential(block)) == pytest.approx([torch.stack(steps).mean().item()], rel=1e-5)
+    # at d2l_local's start the first layer's bias is zero: 1 + |W2|^2 / rows(W2), and 1 where W2 starts at zero
+    torch.manual_seed(0)
+    gains = product_bias_step_gains(init_weights(PaperNiN(linear_1x1=True)))
+    assert len(gains) == 3 and gains[2] == 1.0 and all(1.5 < gain < 2.5 for gain in gains[:2])
 
 
 def test_copy_weights_between_networks_that_differ_in_their_relus_only():

@@ -351,17 +351,20 @@ def test_train_step_clips_the_gradient_norm(make_loaders, max_norm):
     torch.testing.assert_close(steps["clipped"], expected, rtol=1e-4, atol=1e-7)
 
 
-def test_sgd_scales_the_learning_rate_of_each_1x1_layer(make_loaders):
+@pytest.mark.parametrize("bias_scale", [None, [1.0, 4.0, 1.5]])
+def test_sgd_scales_the_learning_rate_of_each_1x1_layer(make_loaders, bias_scale):
     X, y = next(iter(make_loaders(64)[0]))
     torch.manual_seed(0)
     net = PaperNiN(num_1x1=1)
     nn.init.normal_(net[6][2].weight, std=0.01)  # the last layer starts at zero: nothing would reach the others
     before = [p.detach().clone() for p in net.parameters()]
-    optimizer = train_mod.sgd(net, 0.1, lr_1x1_scale=[2.0, 3.0, 0.5])
+    optimizer = train_mod.sgd(net, 0.1, lr_1x1_scale=[2.0, 3.0, 0.5], lr_1x1_bias_scale=bias_scale)
     nn.functional.cross_entropy(net(X), y).backward()
     grads = [p.grad.clone() for p in net.parameters()]
     optimizer.step()
-    scale = {id(p): s for layer, s in zip(train_mod.conv1x1_layers(net), (2.0, 3.0, 0.5)) for p in layer.parameters()}
+    layers = train_mod.conv1x1_layers(net)
+    scale = {id(layer.weight): s for layer, s in zip(layers, (2.0, 3.0, 0.5))}
+    scale |= {id(layer.bias): s for layer, s in zip(layers, bias_scale or (2.0, 3.0, 0.5))}
     assert len(scale) == 6  # weights and biases of the three 1x1 layers
     for p, b, g in zip(net.parameters(), before, grads):
         torch.testing.assert_close(b - p.detach(), 0.1 * scale.get(id(p), 1.0) * g, rtol=1e-4, atol=1e-8)
@@ -369,12 +372,14 @@ def test_sgd_scales_the_learning_rate_of_each_1x1_layer(make_loaders):
     for bad in (0.0, [2.0, 3.0], [1.0, 1.0, -1.0]):
         with pytest.raises(ValueError, match="lr_1x1_scale must be a positive number or 3 positive numbers"):
             train_mod.sgd(net, 0.1, lr_1x1_scale=bad)
+        with pytest.raises(ValueError, match="lr_1x1_bias_scale must be a positive number or 3 positive numbers"):
+            train_mod.sgd(net, 0.1, lr_1x1_bias_scale=bad)
 
 
 def test_train_ch6_records_the_1x1_learning_rates(make_loaders):
     history = train_ch6(PaperNiN(num_1x1=1), *make_loaders(64), 1, 0.01, "cpu", lr_1x1_scale=(2.0, 3.0, 0.5),
-                        progress=False)
-    assert history.config["lr_1x1_scale"] == [2.0, 3.0, 0.5]
+                        lr_1x1_bias_scale=(1.0, 1.0, 2.0), progress=False)
+    assert history.config["lr_1x1_scale"] == [2.0, 3.0, 0.5] and history.config["lr_1x1_bias_scale"] == [1.0, 1.0, 2.0]
     json.dumps(history.config)
 
 

@@ -105,22 +105,23 @@ def _relu_between(**recipe):
 
 
 def _paced_blocks(num_blocks):
-    """One 1x1 layer per block from the linear pair's start, at the preset's pace, at the pair's starting pace in
-    every block (``linear_1x1``'s control), in every block but the last, and in the last (the class maps) only;
-    then, in every block and in the last only, with each bias at the pace of the pair's product's bias
-    (``product_bias_step_gains``: 1 in the last block, whose second layer starts at zero) instead of its
+    """The linear pair, and one 1x1 layer per block from its start: at the preset's pace, at the pair's starting
+    pace in every block (``linear_1x1``'s control), in every block but the last, and in the last (the class
+    maps) only; then, in every block and in the last only, with each bias at the pace of the pair's product's
+    bias (``product_bias_step_gains``: 1 in the last block, whose second layer starts at zero) instead of its
     weights' pace."""
     start = {"start": "linear_1x1"}
     paced = {**start, "lr_1x1": "linear_1x1"}
     bias = {**paced, "lr_1x1_bias": "linear_1x1"}
     last = {"lr_1x1_blocks": (num_blocks,)}
     label, pace = "num_1x1=1, start=linear_1x1", "num_1x1=1, start=linear_1x1, lr_1x1=linear_1x1"
-    variants = [(label, start), (pace, paced),
-                (f"{pace}, lr_1x1_blocks=1-{num_blocks - 1}", paced | {"lr_1x1_blocks": tuple(range(1, num_blocks))}),
-                (f"{pace}, lr_1x1_blocks={num_blocks}", paced | last),
-                (f"{pace}, lr_1x1_bias=linear_1x1", bias),
-                (f"{pace}, lr_1x1_bias=linear_1x1, lr_1x1_blocks={num_blocks}", bias | last)]
-    return [(label, {"num_1x1": 1}, recipe) for label, recipe in variants]
+    one_layer = [(label, start), (pace, paced),
+                 (f"{pace}, lr_1x1_blocks=1-{num_blocks - 1}", paced | {"lr_1x1_blocks": tuple(range(1, num_blocks))}),
+                 (f"{pace}, lr_1x1_blocks={num_blocks}", paced | last),
+                 (f"{pace}, lr_1x1_bias=linear_1x1", bias),
+                 (f"{pace}, lr_1x1_bias=linear_1x1, lr_1x1_blocks={num_blocks}", bias | last)]
+    return [("linear_1x1=True", {"linear_1x1": True}, {})] + [(name, {"num_1x1": 1}, recipe)
+                                                              for name, recipe in one_layer]
 
 
 def _learning_rates(lr):

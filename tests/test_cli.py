@@ -325,9 +325,9 @@ def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
     assert json.loads(path.read_text())["variants"] == [
         "num_1x1=1, lr=0.005", "linear_1x1=True, lr=0.005", "num_1x1=1", "linear_1x1=True", "num_1x1=1, lr=0.02",
         "linear_1x1=True, lr=0.02"]
-    [path] = experiments.run_experiment("linear_1x1_paced", "cpu")  # the first two: linear_1x1's runs
+    [path] = experiments.run_experiment("linear_1x1_paced", "cpu")  # the first three: linear_1x1's runs
     assert len(trained) == 20 + 3 + 6 + 3 + 1 + 4 * 4 + 20 + 16 + 20 + 4 * 5
-    assert len(json.loads(path.read_text())["runs"]) == 6 * 5
+    assert len(json.loads(path.read_text())["runs"]) == 7 * 5
     with pytest.raises(ValueError, match="cannot be combined with 'all'"):
         list(experiments.run_experiment("all", "cpu", only="num_1x1=2"))
     with pytest.raises(ValueError, match="stability has no --verify"):
@@ -511,8 +511,8 @@ def test_one_layer_from_the_linear_pairs_start_starts_computing_what_the_pair_do
         with pytest.raises(Started):
             experiments.run_one("cpu", options, recipe | overrides, 3, "cpu", (None, None))
     gains, bias_gains = scale[fast], product_bias_step_gains(pair)
-    assert scales == [1.0, gains, [*gains[:2], 1.0], [1.0, 1.0, gains[2]], gains, [1.0, 1.0, gains[2]]]
-    assert bias_scales == [None] * 4 + [bias_gains, [1.0, 1.0, 1.0]] and bias_gains[2] == 1.0 < min(bias_gains[:2])
+    assert scales == [1.0, 1.0, gains, [*gains[:2], 1.0], [1.0, 1.0, gains[2]], gains, [1.0, 1.0, gains[2]]]
+    assert bias_scales == [None] * 5 + [bias_gains, [1.0, 1.0, 1.0]] and bias_gains[2] == 1.0 < min(bias_gains[:2])
     for bad, message in (({"lr_1x1": "linear_1x1", "lr_1x1_blocks": (3, 4)}, "names blocks 1 to 3, got \\[3, 4\\]"),
                          ({"lr_1x1_blocks": (1,)}, "lr_1x1_blocks needs lr_1x1='linear_1x1'"),
                          ({"lr_1x1_bias": "linear_1x1"}, "lr_1x1_bias needs lr_1x1='linear_1x1'"),

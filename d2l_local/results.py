@@ -195,6 +195,16 @@ def compare_table(record, pairs):
     return table
 
 
+def closed_class_scores(record):
+    """One row per variant, one column per seed: the share of the class scores that were exactly zero when the
+    run ended, over the probe images and the classes (``zero_scores_by_class_at_end``). Behind a ReLU and
+    global average pooling, a zero score is a class map closed for that image, which passes no gradient."""
+    table = pd.DataFrame({variant: {run["seed"]: statistics.fmean(run["zero_scores_by_class_at_end"])
+                                    for run in runs_of(record, variant)} for variant in record["variants"]}).T
+    table.index.name, table.columns.name = "variant", "seed"
+    return table
+
+
 def plot_curves(record, key="test_acc", ax=None, variants=None):
     """Per-epoch ``key`` of every variant (or of ``variants``): the mean over seeds and a min..max band.
 

@@ -272,3 +272,11 @@ def test_full_runs_tell_how_each_whole_run_ended():
     fig = results.plot_full_runs(record)
     assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 3 + 1  # three runs, a cross for the diverged one
     assert len(results.plot_full_runs(record, "train_loss").axes[0].lines) == 3
+
+
+def test_closed_class_scores_is_the_mean_share_of_zero_scores_per_run(record):
+    for run, shares in zip(record["runs"], ([0.0] * 10, [1.0] * 10, [0.5] * 4 + [0.0] * 6, [0.1] * 10)):
+        run["zero_scores_by_class_at_end"] = shares
+    table = results.closed_class_scores(record)
+    assert table.index.tolist() == ["a", "b"] and table.columns.tolist() == [0, 1]
+    assert table.loc["a"].tolist() == [0.0, 1.0] and table.loc["b"].tolist() == pytest.approx([0.2, 0.1])

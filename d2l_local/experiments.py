@@ -81,7 +81,8 @@ PRESETS = {
 # The book's central question gets more seeds than the preset's three where it is cheap enough.
 SEEDS_FOR = {("cpu", "conv1x1_count"): (0, 1, 2, 3, 4), ("cpu", "conv1x1_count_long"): (0, 1, 2, 3),
              ("cpu", "linear_1x1"): (0, 1, 2, 3, 4), ("cpu", "linear_1x1_long"): (0, 1, 2, 3),
-             ("cpu", "linear_1x1_lr"): (0, 1, 2, 3, 4), ("cpu", "linear_1x1_paced"): (0, 1, 2, 3, 4)}
+             ("cpu", "linear_1x1_lr"): (0, 1, 2, 3, 4), ("cpu", "linear_1x1_paced"): (0, 1, 2, 3, 4),
+             ("cpu", "linear_1x1_paced_long"): (0, 1, 2, 3)}
 # What results.py reads from every run; a kept run without one of them is trained again.
 RUN_KEYS = {"final_test_acc", "final_train_acc_eval", "params", "training_flops_per_image", "history"}
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "init", "label_smoothing")
@@ -104,13 +105,13 @@ def _relu_between(**recipe):
             ("num_1x1=1, start=linear_1x1, lr_1x1=linear_1x1", {"num_1x1": 1}, {**start, "lr_1x1": "linear_1x1"})]
 
 
-def _paced_blocks(num_blocks):
+def _paced_blocks(num_blocks, **recipe):
     """The linear pair, and one 1x1 layer per block from its start: at the preset's pace, at the pair's starting
     pace in every block (``linear_1x1``'s control), in every block but the last, and in the last (the class
     maps) only; then, in every block and in the last only, with each bias at the pace of the pair's product's
     bias (``product_bias_step_gains``: 1 in the last block, whose second layer starts at zero) instead of its
     weights' pace."""
-    start = {"start": "linear_1x1"}
+    start = {**recipe, "start": "linear_1x1"}
     paced = {**start, "lr_1x1": "linear_1x1"}
     bias = {**paced, "lr_1x1_bias": "linear_1x1"}
     last = {"lr_1x1_blocks": (num_blocks,)}
@@ -120,8 +121,8 @@ def _paced_blocks(num_blocks):
                  (f"{pace}, lr_1x1_blocks={num_blocks}", paced | last),
                  (f"{pace}, lr_1x1_bias=linear_1x1", bias),
                  (f"{pace}, lr_1x1_bias=linear_1x1, lr_1x1_blocks={num_blocks}", bias | last)]
-    return [("linear_1x1=True", {"linear_1x1": True}, {})] + [(name, {"num_1x1": 1}, recipe)
-                                                              for name, recipe in one_layer]
+    return [("linear_1x1=True", {"linear_1x1": True}, recipe)] + [(name, {"num_1x1": 1}, changes)
+                                                                  for name, changes in one_layer]
 
 
 def _learning_rates(lr):
@@ -158,6 +159,10 @@ EXPERIMENTS = {
     "linear_1x1_paced": ("One 1x1 layer from the linear pair's start, its 1x1 layers at the pair's starting pace in "
                          "every block, in all but the last, or in the last only, its biases at its weights' pace or at "
                          "the pace of the pair's bias", _paced_blocks(3)),
+    # The pace in the first two blocks, where it did not stall: does one layer catch up with ten epochs?
+    "linear_1x1_paced_long": ("One 1x1 layer from the linear pair's start, its 1x1 layers at the pair's starting "
+                              "pace in every block or in all but the last, 10 epochs with a cosine schedule",
+                              _paced_blocks(3, epochs=10, schedule="cosine")[:4]),
     "kernel_3x3": ("3x3 convolutions in place of the 1x1 layers", [
         ("kernel_1x1=1", {}, {}), ("kernel_1x1=3", {"kernel_1x1": 3}, {})]),
     "gap_vs_fc": ("Global average pooling against flatten + a fully connected layer", [

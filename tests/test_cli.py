@@ -328,6 +328,9 @@ def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
     [path] = experiments.run_experiment("linear_1x1_paced", "cpu")  # the first three: linear_1x1's runs
     assert len(trained) == 20 + 3 + 6 + 3 + 1 + 4 * 4 + 20 + 16 + 20 + 4 * 5
     assert len(json.loads(path.read_text())["runs"]) == 7 * 5
+    [path] = experiments.run_experiment("linear_1x1_paced_long", "cpu")  # new: the pace in the first two blocks
+    assert trained[-4:] == [((("num_1x1", 1),), seed, 10, "cosine") for seed in range(4)]
+    assert len(json.loads(path.read_text())["runs"]) == 4 * 4
     with pytest.raises(ValueError, match="cannot be combined with 'all'"):
         list(experiments.run_experiment("all", "cpu", only="num_1x1=2"))
     with pytest.raises(ValueError, match="stability has no --verify"):

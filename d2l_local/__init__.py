@@ -29,6 +29,7 @@ from .models import (
                    nin_block,
                    product_bias_step_gains,
                    product_step_gains,
+                   product_step_operators,
 )
 from .summary import block_shapes, layer_summary, training_flops_per_image
 from .train import (
@@ -50,7 +51,7 @@ __all__ = [
     "TEXT_LABELS", "DataError", "DeviceLoader", "find_data_dir", "get_fashion_mnist_labels", "load_data_fashion_mnist",
     "place_for_torchvision", "NiN", "PaperNiN", "build_model", "copy_weights", "count_parameters", "init_weights",
     "min_input_size", "mlpconv", "multiply_out", "nin_block", "product_bias_step_gains", "product_step_gains",
-    "block_shapes", "layer_summary", "training_flops_per_image",
+    "product_step_operators", "block_shapes", "layer_summary", "training_flops_per_image",
     "History", "TrainingDiverged", "evaluate_accuracy", "evaluate_accuracy_gpu",
     "load_checkpoint", "pick_precision", "quick_mode", "run_info",
     "train_ch6", "try_gpu",

@@ -44,6 +44,7 @@ from .models import (
     multiply_out,
     product_bias_step_gains,
     product_step_gains,
+    product_step_operators,
 )
 from .provenance import REPO, provenance, results_root
 from .summary import training_flops_per_image
@@ -82,7 +83,8 @@ PRESETS = {
 SEEDS_FOR = {("cpu", "conv1x1_count"): (0, 1, 2, 3, 4), ("cpu", "conv1x1_count_long"): (0, 1, 2, 3),
              ("cpu", "linear_1x1"): (0, 1, 2, 3, 4), ("cpu", "linear_1x1_long"): (0, 1, 2, 3),
              ("cpu", "linear_1x1_lr"): (0, 1, 2, 3, 4), ("cpu", "linear_1x1_paced"): (0, 1, 2, 3, 4),
-             ("cpu", "linear_1x1_paced_long"): (0, 1, 2, 3)}
+             ("cpu", "linear_1x1_paced_long"): (0, 1, 2, 3),
+             ("cpu", "linear_1x1_matrix"): (0, 1, 2, 3, 4)}
 # What results.py reads from every run; a kept run without one of them is trained again.
 RUN_KEYS = {"final_test_acc", "final_train_acc_eval", "params", "training_flops_per_image", "history"}
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "init", "label_smoothing")
@@ -125,6 +127,21 @@ def _paced_blocks(num_blocks, **recipe):
                                                                   for name, changes in one_layer]
 
 
+def _matrix_steps(num_blocks, **recipe):
+    """The linear pair; one 1x1 layer per block from its start at the preset's pace, and at the pair's starting
+    pace in every block and in all but the last (``_paced_blocks``' runs); then one layer from the pair's start
+    that takes the pair's whole starting step, direction by direction (``product_step_operators``, fixed), in every
+    block, in all but the last, and in the last only."""
+    paced = _paced_blocks(num_blocks, **recipe)[:4]
+    _, options, matrix = paced[2]
+    matrix = matrix | {"lr_1x1": "linear_1x1_matrix"}
+    label = "num_1x1=1, start=linear_1x1, lr_1x1=linear_1x1_matrix"
+    return paced + [(label, options, matrix),
+                    (f"{label}, lr_1x1_blocks=1-{num_blocks - 1}",
+                     options, matrix | {"lr_1x1_blocks": tuple(range(1, num_blocks))}),
+                    (f"{label}, lr_1x1_blocks={num_blocks}", options, matrix | {"lr_1x1_blocks": (num_blocks,)})]
+
+
 def _learning_rates(lr):
     """One 1x1 layer per block and the linear pair at half, once and twice the preset's learning rate (at the
     preset's rate, the same runs as ``linear_1x1``'s)."""
@@ -163,6 +180,11 @@ EXPERIMENTS = {
     "linear_1x1_paced_long": ("One 1x1 layer from the linear pair's start, its 1x1 layers at the pair's starting "
                               "pace in every block or in all but the last, 10 epochs with a cosine schedule",
                               _paced_blocks(3, epochs=10, schedule="cosine")[:4]),
+    # The pair's starting step is not the same in every direction: with the whole of it, fixed, does one layer
+    # keep its class maps open and learn as the pair does?
+    "linear_1x1_matrix": ("One 1x1 layer from the linear pair's start, its 1x1 layers at the pair's starting pace "
+                          "or with the pair's whole starting step (direction by direction, fixed) in every block, in "
+                          "all but the last, or in the last only", _matrix_steps(3)),
     "kernel_3x3": ("3x3 convolutions in place of the 1x1 layers", [
         ("kernel_1x1=1", {}, {}), ("kernel_1x1=3", {"kernel_1x1": 3}, {})]),
     "gap_vs_fc": ("Global average pooling against flatten + a fully connected layer", [
@@ -199,7 +221,8 @@ STABILITY = {
 # On the 224 network the two squeeze variants swap roles: the seeds squeeze in one step.
 GPU_VARIANTS = {"squeeze": [("one_step", {}, {}), ("gradual", {"last_block": (192, 48, 10)}, {})],
                 "full_run_stability": _recipe_changes(PRESETS["gpu"]["lr"]),
-                "linear_1x1_lr": _learning_rates(PRESETS["gpu"]["lr"]), "linear_1x1_paced": _paced_blocks(4)}
+                "linear_1x1_lr": _learning_rates(PRESETS["gpu"]["lr"]), "linear_1x1_paced": _paced_blocks(4),
+                "linear_1x1_matrix": _matrix_steps(4)}
 
 
 def _non_default(model, options):
@@ -218,13 +241,14 @@ def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
     config = PRESETS[preset]
     model, size = config["model"], DEFAULT_SIZE[config["model"]]
     net = build_model(model, input_size=size, **options)
-    init, lr_1x1_scale, lr_1x1_bias_scale = recipe["init"], 1.0, None
-    for key in ("start", "lr_1x1", "lr_1x1_bias"):
-        if recipe.get(key) not in (None, "linear_1x1"):
-            raise ValueError(f"{key} must be None or 'linear_1x1', got {recipe[key]!r}")
-    if recipe.get("lr_1x1_bias") and not recipe.get("lr_1x1"):
+    init, lr_1x1_scale, lr_1x1_bias_scale, precondition_1x1 = recipe["init"], 1.0, None, None
+    for key, allowed in (("start", ("linear_1x1",)), ("lr_1x1", ("linear_1x1", "linear_1x1_matrix")),
+                         ("lr_1x1_bias", ("linear_1x1",))):
+        if recipe.get(key) not in (None, *allowed):
+            raise ValueError(f"{key} must be None or {' or '.join(map(repr, allowed))}, got {recipe[key]!r}")
+    if recipe.get("lr_1x1_bias") and recipe.get("lr_1x1") != "linear_1x1":
         raise ValueError("lr_1x1_bias needs lr_1x1='linear_1x1'")
-    if "linear_1x1" in (recipe.get("start"), recipe.get("lr_1x1")):
+    if recipe.get("start") or recipe.get("lr_1x1"):
         # this seed's linear pair as train_ch6 initialises it
         pair = build_model(model, input_size=size, **{**options, "num_1x1": 2, "linear_1x1": True})
         torch.manual_seed(seed)
@@ -232,20 +256,25 @@ def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
     if recipe.get("start"):  # multiplied out for one 1x1 layer per block
         copy_weights(multiply_out(pair) if options.get("num_1x1") == 1 else pair, net)
         init = None
-    if recipe.get("lr_1x1"):  # each 1x1 layer moves as fast as the pair's product starts to (its bias too, if asked)
+    if recipe.get("lr_1x1"):
+        # each 1x1 layer moves as fast as the pair's product starts to (its bias too, if asked), or, with
+        # "linear_1x1_matrix", takes the pair's whole starting step, direction by direction
         gains = product_step_gains(pair)
         blocks = recipe.get("lr_1x1_blocks", range(1, len(gains) + 1))
         if not set(blocks) <= set(range(1, len(gains) + 1)):
             raise ValueError(f"lr_1x1_blocks names blocks 1 to {len(gains)}, got {list(blocks)}")
 
-        def in_blocks(factors):
-            return [factor if block in blocks else 1.0 for block, factor in enumerate(factors, 1)]
+        def in_blocks(per_block, otherwise=1.0):
+            return [each if block in blocks else otherwise for block, each in enumerate(per_block, 1)]
 
-        lr_1x1_scale = in_blocks(gains)
+        if recipe["lr_1x1"] == "linear_1x1_matrix":
+            precondition_1x1 = in_blocks(product_step_operators(pair), None)
+        else:
+            lr_1x1_scale = in_blocks(gains)
         if recipe.get("lr_1x1_bias"):
             lr_1x1_bias_scale = in_blocks(product_bias_step_gains(pair))
     elif "lr_1x1_blocks" in recipe:
-        raise ValueError("lr_1x1_blocks needs lr_1x1='linear_1x1'")
+        raise ValueError("lr_1x1_blocks needs lr_1x1")
     params = count_parameters(net)
     flops = training_flops_per_image(build_model(model, input_size=size, **options), size)
     start = time.time()
@@ -255,7 +284,7 @@ def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
                             momentum=recipe["momentum"], weight_decay=recipe["weight_decay"],
                             schedule=recipe["schedule"], label_smoothing=recipe.get("label_smoothing", 0.0),
                             clip_grad_norm=recipe.get("clip_grad_norm"), lr_1x1_scale=lr_1x1_scale,
-                            lr_1x1_bias_scale=lr_1x1_bias_scale,
+                            lr_1x1_bias_scale=lr_1x1_bias_scale, precondition_1x1=precondition_1x1,
                             checkpoint=save_model, progress=False, plot=False)
     except TrainingDiverged as err:  # a result too: recorded with the epochs it finished, not lost
         print(f"[run] diverged: {err}", flush=True)
@@ -267,7 +296,8 @@ def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
     final = history.final
     return {
         "model": model, "image_size": size, "options": options,
-        "config": {**options, **recipe, **({"lr_1x1_scale": lr_1x1_scale} if recipe.get("lr_1x1") else {}),
+        "config": {**options, **recipe, **({"lr_1x1_scale": lr_1x1_scale} if recipe.get("lr_1x1") == "linear_1x1"
+                                           else {}),
                    **({"lr_1x1_bias_scale": lr_1x1_bias_scale} if recipe.get("lr_1x1_bias") else {})},
         "num_1x1": options.get("num_1x1", 2), "seed": seed, "params": params,
         "training_flops_per_image": flops, "history": history.epochs, "diverged": diverged,

@@ -279,6 +279,29 @@ def product_bias_step_gains(net):
     return gains
 
 
+def product_step_operators(net):
+    """For each pair of 1x1 convolutions that follow each other directly: the whole first-order step of their
+    product, direction by direction, as a pair of matrices ``(A, B)``.
+
+    Write the product's weights and bias as one matrix ``[W | b] = W2_ [W1 b1;
+    0 1]`` with ``W2_ = [W2 | b2]``. A step of learning rate ``lr`` on both
+    layers changes it by ``-lr (A G + G B)`` to first order, where ``G`` is the
+    gradient with respect to ``[W | b]``, ``A = W2 W2^T`` and ``B = [W1 b1; 0
+    1]^T [W1 b1; 0 1]``; one layer holding ``[W | b]`` moves by ``-lr G``.
+    :func:`product_step_gains` and :func:`product_bias_step_gains` average this
+    step over directions; here it is whole. Detached copies, in forward order.
+    """
+    operators = []
+    for first, second in _consecutive_1x1_pairs(net):
+        w1, w2 = first.weight.detach()[:, :, 0, 0], second.weight.detach()[:, :, 0, 0]
+        b1 = first.bias.detach() if first.bias is not None else w1.new_zeros(w1.shape[0])
+        lower = torch.cat([w1, b1[:, None]], dim=1)  # [W1 b1; 0 1] without its last row, which adds e e^T
+        last = w1.new_zeros(w1.shape[1] + 1)
+        last[-1] = 1
+        operators.append((w2 @ w2.T, lower.T @ lower + torch.outer(last, last)))
+    return operators
+
+
 def _consecutive_1x1_pairs(net):
     """Each pair of 1x1 convolutions of ``net`` that follow each other directly, in forward order."""
     for block in [m for m in net.modules() if isinstance(m, nn.Sequential)]:

@@ -13,6 +13,7 @@ a few hundred images), as CI does when it executes the notebooks.
 """
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -35,7 +36,8 @@ from .space_to_depth import space_to_depth
 QUICK_IMAGES = 512
 PROBE_IMAGES = 256  # test images on which closed channels are counted at the end of a run
 # run settings newer than some checkpoints, at their defaults
-CONFIG_ADDED_LATER = {"deterministic": False, "lr_1x1_scale": 1.0, "lr_1x1_bias_scale": None}
+CONFIG_ADDED_LATER = {"deterministic": False, "lr_1x1_scale": 1.0, "lr_1x1_bias_scale": None,
+                      "precondition_1x1": None}
 NAN_CHECK_EVERY = 20
 # fp16's GradScaler skips each step whose gradient overflows and halves its scale (it starts at 2**16 and
 # doubles only after 2000 clean steps), so a diverged run can keep a finite loss and finite weights. Below
@@ -323,8 +325,9 @@ def _check_input_size(net, data_iter, device):
 
 def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0, init="d2l_local",
               precision="auto", momentum=0.0, weight_decay=0.0, schedule="constant", label_smoothing=0.0,
-              clip_grad_norm=None, lr_1x1_scale=1.0, lr_1x1_bias_scale=None, compile=False, deterministic=False,
-              checkpoint=None, resume=False, history_path=None, progress=True, plot=None):
+              clip_grad_norm=None, lr_1x1_scale=1.0, lr_1x1_bias_scale=None, precondition_1x1=None,
+              compile=False, deterministic=False, checkpoint=None, resume=False, history_path=None, progress=True,
+              plot=None):
     """Train ``net`` with SGD and cross-entropy; same positional call as ``d2l.train_ch6``.
 
     Defaults are the seeds' recipe: plain SGD at ``lr``, no momentum or
@@ -342,6 +345,8 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
             this factor, or times one factor per 1x1 convolution in forward order (see :func:`sgd`).
         lr_1x1_bias_scale: factors of the same form for the 1x1 convolutions' biases alone;
             ``None`` (the default) scales them with their weights.
+        precondition_1x1: per 1x1 convolution, ``None`` or the pair of matrices ``(A, B)``
+            that turn its gradient ``G`` into ``A G + G B`` before every step (see :func:`sgd`).
         compile: wrap the network in ``torch.compile``: ``True`` for its default
             mode, or a mode name (``"max-autotune"``, ``"reduce-overhead"``...).
         deterministic: on a GPU, deterministic kernels only (see
@@ -377,13 +382,17 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
                   device=str(device), quick=quick,
                   lr_1x1_scale=lr_1x1_scale if isinstance(lr_1x1_scale, (int, float)) else list(lr_1x1_scale),
                   lr_1x1_bias_scale=lr_1x1_bias_scale if isinstance(lr_1x1_bias_scale, (int, float, type(None)))
-                  else list(lr_1x1_bias_scale))
+                  else list(lr_1x1_bias_scale),
+                  # a digest per preconditioned layer: a resumed run must use the same matrices
+                  precondition_1x1=None if precondition_1x1 is None else [None if pair is None else _digest(pair)
+                                                                          for pair in precondition_1x1])
 
     torch.manual_seed(seed)
     if init is not None:
         init_weights(net, init)
     net.to(device).to(memory_format=torch.channels_last)
-    optimizer = sgd(net, lr, momentum, weight_decay, lr_1x1_scale, lr_1x1_bias_scale)  # after the move (torch.optim)
+    # after the move (torch.optim)
+    optimizer = sgd(net, lr, momentum, weight_decay, lr_1x1_scale, lr_1x1_bias_scale, precondition_1x1)
     _check_input_size(net, train_iter, device)
     model = compiled(net, compile) if compile else fuse_relus(net, device)
     steps_per_epoch = len(train_iter) if max_images is None else math.ceil(max_images / train_iter.batch_size)
@@ -480,7 +489,8 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device=None, *, seed=0
     return history
 
 
-def sgd(net, lr, momentum=0.0, weight_decay=0.0, lr_1x1_scale=1.0, lr_1x1_bias_scale=None):
+def sgd(net, lr, momentum=0.0, weight_decay=0.0, lr_1x1_scale=1.0, lr_1x1_bias_scale=None,
+        precondition_1x1=None):
     """``torch.optim.SGD`` over ``net``'s parameters, its 1x1 convolutions at ``lr`` times ``lr_1x1_scale``.
 
     ``lr_1x1_scale`` is one factor for every 1x1 convolution or a sequence of
@@ -488,20 +498,77 @@ def sgd(net, lr, momentum=0.0, weight_decay=0.0, lr_1x1_scale=1.0, lr_1x1_bias_s
     (the same forms) gives their biases factors of their own; ``None`` scales
     each bias as its layer's weights. At 1 (the default) all parameters are
     one group, as in d2l.
+
+    ``precondition_1x1``: one entry per 1x1 convolution, ``None`` or a pair of
+    matrices ``(A, B)``. Before every step, that layer's gradient, its weights
+    and bias as one matrix ``G = [W | b]``, becomes ``A G + G B``: the step of
+    the pair of 1x1 layers whose product the layer holds
+    (:func:`~d2l_local.models.product_step_operators`), with ``A`` and ``B``
+    fixed. The layer's learning rate factor applies on top.
     """
     layers = conv1x1_layers(net)
     scales = _per_layer(lr_1x1_scale, layers, "lr_1x1_scale")
     bias_scales = scales if lr_1x1_bias_scale is None else _per_layer(lr_1x1_bias_scale, layers, "lr_1x1_bias_scale")
     if all(s == 1 for s in scales + bias_scales):
-        return torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    scaled = {p for layer in layers for p in layer.parameters()}
-    groups = [{"params": [p for p in net.parameters() if p not in scaled]}]
-    for layer, scale, bias_scale in zip(layers, scales, bias_scales):
-        if scale == bias_scale or layer.bias is None:
-            groups.append({"params": list(layer.parameters()), "lr": lr * scale})
-        else:
-            groups += [{"params": [layer.weight], "lr": lr * scale}, {"params": [layer.bias], "lr": lr * bias_scale}]
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    else:
+        scaled = {p for layer in layers for p in layer.parameters()}
+        groups = [{"params": [p for p in net.parameters() if p not in scaled]}]
+        for layer, scale, bias_scale in zip(layers, scales, bias_scales):
+            if scale == bias_scale or layer.bias is None:
+                groups.append({"params": list(layer.parameters()), "lr": lr * scale})
+            else:
+                groups += [{"params": [layer.weight], "lr": lr * scale},
+                           {"params": [layer.bias], "lr": lr * bias_scale}]
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if precondition_1x1 is not None:
+        preconditioned = _preconditioned_layers(layers, precondition_1x1)
+
+        def precondition(*_):
+            for each in preconditioned:
+                _precondition(*each)
+
+        optimizer.register_step_pre_hook(precondition)
+    return optimizer
+
+
+def _preconditioned_layers(layers, operators):
+    """``(layer, A, B)`` for each 1x1 convolution that ``operators`` gives a pair of matrices of the right size."""
+    if len(operators) != len(layers):
+        raise ValueError(f"precondition_1x1 needs one entry per 1x1 convolution ({len(layers)}), got {len(operators)}")
+    preconditioned = []
+    for i, (layer, pair) in enumerate(zip(layers, operators), 1):
+        if pair is None:
+            continue
+        a, b = (m.to(layer.weight.device, torch.float32) for m in pair)
+        columns = layer.in_channels + (layer.bias is not None)
+        if a.shape != (layer.out_channels,) * 2 or b.shape != (columns,) * 2:
+            raise ValueError(f"precondition_1x1: 1x1 convolution {i} ({layer.in_channels} -> {layer.out_channels} "
+                             f"channels) needs A {layer.out_channels}x{layer.out_channels} and B {columns}x{columns}, "
+                             f"got {tuple(a.shape)} and {tuple(b.shape)}")
+        preconditioned.append((layer, a, b))
+    return preconditioned
+
+
+@torch.no_grad()
+def _precondition(layer, a, b):
+    """``layer``'s gradient ``G = [W | b]`` becomes ``A G + G B`` (no gradient yet: nothing to do)."""
+    parts = [p for p in (layer.weight, layer.bias) if p is not None]
+    if any(p.grad is None for p in parts):
+        return
+    grad = torch.cat([parts[0].grad.reshape(layer.out_channels, -1)] + [p.grad[:, None] for p in parts[1:]], dim=1)
+    grad = a @ grad + grad @ b
+    layer.weight.grad.copy_(grad[:, :layer.in_channels].reshape(layer.weight.grad.shape))
+    if layer.bias is not None:
+        layer.bias.grad.copy_(grad[:, -1])
+
+
+def _digest(tensors):
+    """A short digest of some tensors' values (float32 on the CPU)."""
+    digest = hashlib.sha1()
+    for tensor in tensors:
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _per_layer(factors, layers, name):

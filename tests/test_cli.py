@@ -12,7 +12,7 @@ from test_data import fake_urlopen, gz_of, nothing_installed  # noqa: F401 - not
 
 from d2l_local import cli, experiments  # experiments: imported before any test fakes train.train_ch6, which it binds
 from d2l_local import data as data_mod
-from d2l_local.models import INITS, product_bias_step_gains, product_step_gains
+from d2l_local.models import INITS, product_bias_step_gains, product_step_gains, product_step_operators
 
 CLOSED_PORT = "http://127.0.0.1:9"
 
@@ -460,16 +460,17 @@ def test_one_layer_from_the_linear_pairs_start_starts_computing_what_the_pair_do
     class Started(Exception):
         pass
 
-    nets, scales, bias_scales, sgd = [], [], [], train.sgd
+    nets, scales, bias_scales, operators, sgd = [], [], [], [], train.sgd
 
     def stop_after_init(net, *args):  # the first thing train_ch6 does after initialising the network
         nets.append(net)
         raise Started
 
-    def recording_sgd(net, lr, momentum, weight_decay, lr_1x1_scale, lr_1x1_bias_scale):
+    def recording_sgd(net, lr, momentum, weight_decay, lr_1x1_scale, lr_1x1_bias_scale, precondition_1x1):
         scales.append(lr_1x1_scale)
         bias_scales.append(lr_1x1_bias_scale)
-        return sgd(net, lr, momentum, weight_decay, lr_1x1_scale, lr_1x1_bias_scale)
+        operators.append(precondition_1x1)
+        return sgd(net, lr, momentum, weight_decay, lr_1x1_scale, lr_1x1_bias_scale, precondition_1x1)
 
     monkeypatch.setattr(train, "_check_input_size", stop_after_init)
     monkeypatch.setattr(train, "sgd", recording_sgd)
@@ -517,8 +518,25 @@ def test_one_layer_from_the_linear_pairs_start_starts_computing_what_the_pair_do
     assert scales == [1.0, 1.0, gains, [*gains[:2], 1.0], [1.0, 1.0, gains[2]], gains, [1.0, 1.0, gains[2]]]
     assert bias_scales == [None] * 5 + [bias_gains, [1.0, 1.0, 1.0]] and bias_gains[2] == 1.0 < min(bias_gains[:2])
     for bad, message in (({"lr_1x1": "linear_1x1", "lr_1x1_blocks": (3, 4)}, "names blocks 1 to 3, got \\[3, 4\\]"),
-                         ({"lr_1x1_blocks": (1,)}, "lr_1x1_blocks needs lr_1x1='linear_1x1'"),
+                         ({"lr_1x1_blocks": (1,)}, "lr_1x1_blocks needs lr_1x1"),
                          ({"lr_1x1_bias": "linear_1x1"}, "lr_1x1_bias needs lr_1x1='linear_1x1'"),
+                         ({"lr_1x1": "linear_1x1_matrix", "lr_1x1_bias": "linear_1x1"},
+                          "lr_1x1_bias needs lr_1x1='linear_1x1'"),
+                         ({"lr_1x1": "paper"}, "lr_1x1 must be None or 'linear_1x1' or 'linear_1x1_matrix'"),
                          ({"lr_1x1": "linear_1x1", "lr_1x1_bias": "paper"}, "lr_1x1_bias must be None or")):
         with pytest.raises(ValueError, match=message):
             experiments.run_one("cpu", {"num_1x1": 1}, recipe | bad, 0, "cpu", (None, None))
+    # the pair's whole starting step (its operators, fixed) in every block, in the first two, in the last; the
+    # first four variants are linear_1x1_paced's, at the pace of a scalar
+    scales.clear()
+    operators.clear()
+    matrix = experiments.EXPERIMENTS["linear_1x1_matrix"][1]
+    assert matrix[:4] == paced[:4]
+    for _, options, overrides in matrix[4:]:
+        with pytest.raises(Started):
+            experiments.run_one("cpu", options, recipe | overrides, 3, "cpu", (None, None))
+    assert scales == [1.0] * 3
+    whole = product_step_operators(pair)
+    for given, blocks in zip(operators, ((1, 2, 3), (1, 2), (3,))):
+        assert [block + 1 for block, pair_step in enumerate(given) if pair_step is not None] == list(blocks)
+        assert all(torch.equal(a, b) for block in blocks for a, b in zip(given[block - 1], whole[block - 1]))

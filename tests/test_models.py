@@ -22,6 +22,7 @@ from d2l_local import (
     nin_block,
     product_bias_step_gains,
     product_step_gains,
+    product_step_operators,
     training_flops_per_image,
 )
 from d2l_local.models import DEFAULT_SIZE
@@ -264,6 +265,28 @@ def test_product_bias_step_gain_is_the_mean_first_order_step_of_the_products_bia
     torch.manual_seed(0)
     gains = product_bias_step_gains(init_weights(PaperNiN(linear_1x1=True)))
     assert len(gains) == 3 and gains[2] == 1.0 and all(1.5 < gain < 2.5 for gain in gains[:2])
+
+
+def test_product_step_operators_are_the_whole_first_order_step_of_the_product():
+    """Checked against autograd: for a loss <C, [W | b]> (its gradient with respect to the product [W | b] is C),
+    one step on W1, b1, W2 and b2 moves [W | b] by -lr (A C + C B) to first order; the gains are its means."""
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.Conv2d(5, 4, 1), nn.Conv2d(4, 3, 1), nn.ReLU(), nn.Conv2d(3, 2, 1, bias=False))
+    first, second = block[0], block[1]
+    nn.init.normal_(first.bias)  # b1 != 0: the bias takes part in the weights' step and they in its
+    w1, b1, w2, b2 = first.weight[:, :, 0, 0], first.bias, second.weight[:, :, 0, 0], second.bias
+    grad = torch.randn(3, 6)
+    loss = (grad * torch.cat([w2 @ w1, (w2 @ b1 + b2)[:, None]], dim=1)).sum()
+    g_w1, g_b1, g_w2, g_b2 = torch.autograd.grad(loss, (w1, b1, w2, b2))
+    step = torch.cat([w2 @ g_w1 + g_w2 @ w1, (w2 @ g_b1 + g_w2 @ b1 + g_b2)[:, None]], dim=1)
+    [(a, b)] = product_step_operators(nn.Sequential(block))
+    torch.testing.assert_close(step, a @ grad + grad @ b)
+    assert not a.requires_grad and not b.requires_grad
+    net = nn.Sequential(block)
+    assert product_step_gains(net) == pytest.approx([(a.trace() / 3 + b[:5, :5].trace() / 5).item()], rel=1e-5)
+    assert product_bias_step_gains(net) == pytest.approx([(a.trace() / 3 + b[5, 5]).item()], rel=1e-5)
+    assert len(product_step_operators(init_weights(PaperNiN(linear_1x1=True)))) == 3
+    assert product_step_operators(PaperNiN()) == []
 
 
 def test_copy_weights_between_networks_that_differ_in_their_relus_only():

@@ -1,5 +1,6 @@
 """train_ch6: learning, checkpoints and exact resume, divergence, quick mode, and d2l's call signatures."""
 
+import copy
 import inspect
 import json
 import os
@@ -11,7 +12,16 @@ import torch
 from torch import nn
 
 import d2l_local
-from d2l_local import DeviceLoader, PaperNiN, TrainingDiverged, load_checkpoint, train_ch6
+from d2l_local import (
+    DeviceLoader,
+    PaperNiN,
+    TrainingDiverged,
+    init_weights,
+    load_checkpoint,
+    multiply_out,
+    product_step_operators,
+    train_ch6,
+)
 from d2l_local import train as train_mod
 from d2l_local.train import train_step
 
@@ -376,11 +386,59 @@ def test_sgd_scales_the_learning_rate_of_each_1x1_layer(make_loaders, bias_scale
             train_mod.sgd(net, 0.1, lr_1x1_bias_scale=bad)
 
 
+def test_a_preconditioned_layer_moves_as_the_pairs_product_does(make_loaders):
+    """One SGD step of the linear pair and one of the same network multiplied out, its 1x1 layers preconditioned
+    by the pair's operators: their products agree up to the step's second-order term (lr^2 g1 g2); unpreconditioned
+    they do not. Layers without an operator take the plain step."""
+    X, y = next(iter(make_loaders(64)[0]))
+    torch.manual_seed(0)
+    pair = init_weights(PaperNiN(linear_1x1=True))
+    for layer in train_mod.conv1x1_layers(pair):  # no zero weights or biases: every term of the step takes part
+        nn.init.normal_(layer.bias, std=0.1)
+    nn.init.normal_(train_mod.conv1x1_layers(pair)[-1].weight, std=0.1)
+    operators = product_step_operators(pair)
+    lr = 1e-3
+
+    def stepped_products(net, precondition=None):
+        optimizer = train_mod.sgd(net, lr, precondition_1x1=precondition)
+        nn.functional.cross_entropy(net.eval()(X), y).backward()  # eval: no dropout, the same function
+        optimizer.step()
+        return [torch.cat([m.weight[:, :, 0, 0], m.bias[:, None]], dim=1).detach()
+                for m in train_mod.conv1x1_layers(multiply_out(net))]
+
+    start = [torch.cat([m.weight[:, :, 0, 0], m.bias[:, None]], dim=1).detach()
+             for m in train_mod.conv1x1_layers(multiply_out(pair))]
+    one_layer = multiply_out(pair)
+    pair_moved = stepped_products(pair)
+    plain = stepped_products(copy.deepcopy(one_layer))
+    preconditioned = stepped_products(one_layer, operators)
+    for s, p, q, u in zip(start, pair_moved, preconditioned, plain):
+        step, error, plain_error = (p - s).norm(), (p - q).norm(), (p - u).norm()
+        assert error < 1e-2 * step < plain_error  # second order against first order
+    # in some blocks only; the others take the plain step
+    net, reference = copy.deepcopy(multiply_out(pair)), copy.deepcopy(multiply_out(pair))
+    moved, plain_moved = stepped_products(net, [None, None, operators[2]]), stepped_products(reference)
+    assert all(torch.equal(a, b) for a, b in zip(moved[:2], plain_moved[:2]))
+    assert not torch.equal(moved[2], plain_moved[2])
+    with pytest.raises(ValueError, match="one entry per 1x1 convolution \\(3\\), got 2"):
+        train_mod.sgd(one_layer, lr, precondition_1x1=operators[:2])
+    with pytest.raises(ValueError, match="1x1 convolution 1 \\(96 -> 48 channels\\) needs A 48x48 and B 97x97"):
+        train_mod.sgd(one_layer, lr, precondition_1x1=[operators[1], None, None])
+
+
 def test_train_ch6_records_the_1x1_learning_rates(make_loaders):
     history = train_ch6(PaperNiN(num_1x1=1), *make_loaders(64), 1, 0.01, "cpu", lr_1x1_scale=(2.0, 3.0, 0.5),
                         lr_1x1_bias_scale=(1.0, 1.0, 2.0), progress=False)
     assert history.config["lr_1x1_scale"] == [2.0, 3.0, 0.5] and history.config["lr_1x1_bias_scale"] == [1.0, 1.0, 2.0]
+    assert history.config["precondition_1x1"] is None
     json.dumps(history.config)
+    # preconditioned layers are recorded by a digest of their matrices: a resume must use the same ones
+    operators = product_step_operators(init_weights(PaperNiN(linear_1x1=True)))
+    config = train_ch6(PaperNiN(num_1x1=1), *make_loaders(64), 1, 0.01, "cpu", precondition_1x1=[None, *operators[1:]],
+                       progress=False).config
+    digests = config["precondition_1x1"]
+    assert digests[0] is None and len(set(digests[1:])) == 2 and all(len(d) == 16 for d in digests[1:])
+    json.dumps(config)
 
 
 # ---------------------------------------------------------------- quick mode and the chance warning

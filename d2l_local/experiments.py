@@ -84,7 +84,7 @@ SEEDS_FOR = {("cpu", "conv1x1_count"): (0, 1, 2, 3, 4), ("cpu", "conv1x1_count_l
              ("cpu", "linear_1x1"): (0, 1, 2, 3, 4), ("cpu", "linear_1x1_long"): (0, 1, 2, 3),
              ("cpu", "linear_1x1_lr"): (0, 1, 2, 3, 4), ("cpu", "linear_1x1_paced"): (0, 1, 2, 3, 4),
              ("cpu", "linear_1x1_paced_long"): (0, 1, 2, 3),
-             ("cpu", "linear_1x1_matrix"): (0, 1, 2, 3, 4)}
+             ("cpu", "linear_1x1_matrix"): (0, 1, 2, 3, 4), ("cpu", "linear_1x1_matrix_long"): (0, 1, 2, 3)}
 # What results.py reads from every run; a kept run without one of them is trained again.
 RUN_KEYS = {"final_test_acc", "final_train_acc_eval", "params", "training_flops_per_image", "history"}
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "init", "label_smoothing")
@@ -185,6 +185,12 @@ EXPERIMENTS = {
     "linear_1x1_matrix": ("One 1x1 layer from the linear pair's start, its 1x1 layers at the pair's starting pace "
                           "or with the pair's whole starting step (direction by direction, fixed) in every block, in "
                           "all but the last, or in the last only", _matrix_steps(3)),
+    # The whole starting step in every block and in the last: does one layer keep up with the pair for ten epochs,
+    # while the pair's own step changes as it learns?
+    "linear_1x1_matrix_long": ("One 1x1 layer from the linear pair's start with the pair's whole starting step "
+                               "(direction by direction, fixed) in every block or in the last only, 10 epochs with a "
+                               "cosine schedule",
+                               [_matrix_steps(3, epochs=10, schedule="cosine")[i] for i in (0, 1, 4, 6)]),
     "kernel_3x3": ("3x3 convolutions in place of the 1x1 layers", [
         ("kernel_1x1=1", {}, {}), ("kernel_1x1=3", {"kernel_1x1": 3}, {})]),
     "gap_vs_fc": ("Global average pooling against flatten + a fully connected layer", [

@@ -331,6 +331,12 @@ def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
     [path] = experiments.run_experiment("linear_1x1_paced_long", "cpu")  # new: the pace in the first two blocks
     assert trained[-4:] == [((("num_1x1", 1),), seed, 10, "cosine") for seed in range(4)]
     assert len(json.loads(path.read_text())["runs"]) == 4 * 4
+    count = len(trained)
+    [path] = experiments.run_experiment("linear_1x1_matrix", "cpu")  # new: the whole step in 3 ways
+    assert len(trained) == count + 3 * 5 and len(json.loads(path.read_text())["runs"]) == 7 * 5
+    [path] = experiments.run_experiment("linear_1x1_matrix_long", "cpu")  # new: in every block, in the last
+    assert trained[count + 15:] == [((("num_1x1", 1),), seed, 10, "cosine") for seed in range(4)] * 2
+    assert len(json.loads(path.read_text())["runs"]) == 4 * 4
     with pytest.raises(ValueError, match="cannot be combined with 'all'"):
         list(experiments.run_experiment("all", "cpu", only="num_1x1=2"))
     with pytest.raises(ValueError, match="stability has no --verify"):

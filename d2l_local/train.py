@@ -264,9 +264,11 @@ def zero_scores_by_class(net, probe, device, precision):
     is closed for that image, so that image passes its class no gradient.
     """
     was_training = net.training
-    with torch.no_grad(), autocast(device, precision):
-        scores = net.eval()(probe)
-    net.train(was_training)
+    try:
+        with torch.no_grad(), autocast(device, precision):
+            scores = net.eval()(probe)
+    finally:
+        net.train(was_training)
     return (scores == 0).float().mean(0).tolist()
 
 

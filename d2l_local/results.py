@@ -198,8 +198,10 @@ def compare_table(record, pairs):
 def closed_class_scores(record):
     """One row per variant, one column per seed: the share of the class scores that were exactly zero when the
     run ended, over the probe images and the classes (``zero_scores_by_class_at_end``). Behind a ReLU and
-    global average pooling, a zero score is a class map closed for that image, which passes no gradient."""
+    global average pooling, a zero score is a class map closed for that image, which passes no gradient.
+    Runs kept from before the experiments recorded it show NaN."""
     table = pd.DataFrame({variant: {run["seed"]: statistics.fmean(run["zero_scores_by_class_at_end"])
+                                    if "zero_scores_by_class_at_end" in run else math.nan
                                     for run in runs_of(record, variant)} for variant in record["variants"]}).T
     table.index.name, table.columns.name = "variant", "seed"
     return table

@@ -1,6 +1,7 @@
 """d2l_local.results on small synthetic records (no training, no data)."""
 
 import json
+import math
 
 import matplotlib
 import pandas as pd
@@ -280,3 +281,6 @@ def test_closed_class_scores_is_the_mean_share_of_zero_scores_per_run(record):
     table = results.closed_class_scores(record)
     assert table.index.tolist() == ["a", "b"] and table.columns.tolist() == [0, 1]
     assert table.loc["a"].tolist() == [0.0, 1.0] and table.loc["b"].tolist() == pytest.approx([0.2, 0.1])
+    del record["runs"][1]["zero_scores_by_class_at_end"]  # a run kept from before it was recorded
+    table = results.closed_class_scores(record)
+    assert math.isnan(table.loc["a", 1]) and table.loc["a", 0] == 0.0

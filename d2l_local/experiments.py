@@ -84,7 +84,8 @@ SEEDS_FOR = {("cpu", "conv1x1_count"): (0, 1, 2, 3, 4), ("cpu", "conv1x1_count_l
              ("cpu", "linear_1x1"): (0, 1, 2, 3, 4), ("cpu", "linear_1x1_long"): (0, 1, 2, 3),
              ("cpu", "linear_1x1_lr"): (0, 1, 2, 3, 4), ("cpu", "linear_1x1_paced"): (0, 1, 2, 3, 4),
              ("cpu", "linear_1x1_paced_long"): (0, 1, 2, 3),
-             ("cpu", "linear_1x1_matrix"): (0, 1, 2, 3, 4), ("cpu", "linear_1x1_matrix_long"): (0, 1, 2, 3)}
+             ("cpu", "linear_1x1_matrix"): (0, 1, 2, 3, 4), ("cpu", "linear_1x1_matrix_long"): (0, 1, 2, 3),
+             ("cpu", "linear_1x1_matrix_seeds"): (5, 6, 7, 8, 9)}
 # What results.py reads from every run; a kept run without one of them is trained again.
 RUN_KEYS = {"final_test_acc", "final_train_acc_eval", "params", "training_flops_per_image", "history"}
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "init", "label_smoothing")
@@ -191,6 +192,10 @@ EXPERIMENTS = {
                                "(direction by direction, fixed) in every block or in the last only, 10 epochs with a "
                                "cosine schedule",
                                [_matrix_steps(3, epochs=10, schedule="cosine")[i] for i in (0, 1, 4, 6)]),
+    # The whole starting step stalled from one of five seeds: how often, from five more?
+    "linear_1x1_matrix_seeds": ("The linear pair, one 1x1 layer from its start, and with the pair's whole starting "
+                                "step (direction by direction, fixed) in every block, from five more seeds",
+                                [_matrix_steps(3)[i] for i in (0, 1, 4)]),
     "kernel_3x3": ("3x3 convolutions in place of the 1x1 layers", [
         ("kernel_1x1=1", {}, {}), ("kernel_1x1=3", {"kernel_1x1": 3}, {})]),
     "gap_vs_fc": ("Global average pooling against flatten + a fully connected layer", [

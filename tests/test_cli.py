@@ -337,6 +337,9 @@ def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
     [path] = experiments.run_experiment("linear_1x1_matrix_long", "cpu")  # new: in every block, in the last
     assert trained[count + 15:] == [((("num_1x1", 1),), seed, 10, "cosine") for seed in range(4)] * 2
     assert len(json.loads(path.read_text())["runs"]) == 4 * 4
+    [path] = experiments.run_experiment("linear_1x1_matrix_seeds", "cpu")  # new: seeds 5 to 9
+    assert trained[-15:] == [(options, seed, 2, "constant") for options in [(("linear_1x1", True),), (("num_1x1", 1),),
+                                                                           (("num_1x1", 1),)] for seed in range(5, 10)]
     with pytest.raises(ValueError, match="cannot be combined with 'all'"):
         list(experiments.run_experiment("all", "cpu", only="num_1x1=2"))
     with pytest.raises(ValueError, match="stability has no --verify"):

@@ -63,9 +63,45 @@ def runs_of(record, variant):
     return runs
 
 
+def pool(*records):
+    """One record of the variants that ``records`` share, with the runs of all of them: more seeds than one file holds.
+
+    The variants keep the first record's order. Each must have been trained with one recipe in every record,
+    and no seed may appear twice for a variant. The pooled record's ``provenance`` is the newest record's,
+    and ``sources`` names every file (see :func:`describe_provenance`).
+    """
+    shared = [variant for variant in records[0]["variants"] if all(variant in r["variants"] for r in records[1:])]
+    if not shared:
+        raise ValueError(f"{' and '.join(r['experiment'] for r in records)} share no variant")
+    runs = [run for record in records for run in record["runs"] if run["variant"] in shared]
+    for variant in shared:
+        recipes = {json.dumps(run["config"], sort_keys=True) for run in runs if run["variant"] == variant}
+        if len(recipes) > 1:
+            raise ValueError(f"{variant!r} was trained with different recipes in "
+                             f"{' and '.join(r['experiment'] for r in records)}: {sorted(recipes)}")
+    seeds = Counter((run["variant"], run["seed"]) for run in runs)
+    if twice := sorted(key for key, n in seeds.items() if n > 1):
+        raise ValueError(f"runs from the same variant and seed in more than one record: {twice}")
+    newest = max(records, key=lambda r: r["provenance"].get("date", ""))
+    return {**newest, "experiment": " + ".join(r["experiment"] for r in records),
+            "sources": [r["experiment"] for r in records], "variants": shared,
+            "seeds": sorted({run["seed"] for run in runs}), "runs": runs}
+
+
 def _std(values):
     """Sample standard deviation (n - 1); 0 for a single value."""
     return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _mean_interval(values, confidence=0.95):
+    """Student's t confidence interval of the mean of ``values``; NaNs for fewer than two."""
+    if len(values) < 2:
+        return (float("nan"), float("nan"))
+    from scipy import stats  # not a dependency of d2l_local's metadata; d2l, the book and Colab have it
+
+    half = stats.t.ppf((1 + confidence) / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    mean = statistics.fmean(values)
+    return (mean - half, mean + half)
 
 
 def variant_stats(record, variant):
@@ -129,7 +165,10 @@ def compare(record, base, other):
     from (runs from one seed share their data order, so this pairs like with
     like); ``wins``: on how many of them ``other`` ended with the higher test
     accuracy; ``paired_diff_mean``, ``paired_diff_std``: mean and sample
-    standard deviation of the per-seed differences (other minus base).
+    standard deviation of the per-seed differences (other minus base);
+    ``paired_diff_ci95``: the 95% confidence interval of their mean, from
+    Student's t (it assumes the differences are roughly normal; NaN for
+    fewer than two seeds).
     """
     a, b = variant_stats(record, base), variant_stats(record, other)
     base_by_seed = {run["seed"]: run["final_test_acc"] for run in runs_of(record, base)}
@@ -142,6 +181,7 @@ def compare(record, base, other):
         "wins": sum(diff > 0 for diff in diffs),
         "paired_diff_mean": statistics.fmean(diffs) if diffs else float("nan"),
         "paired_diff_std": _std(diffs) if diffs else float("nan"),
+        "paired_diff_ci95": _mean_interval(diffs),
         "spread": max(a["acc_max"] - a["acc_min"], b["acc_max"] - b["acc_min"]),
         "ranges_overlap": a["acc_min"] <= b["acc_max"] and b["acc_min"] <= a["acc_max"],
         "params_ratio": b["params"] / a["params"],
@@ -249,7 +289,8 @@ def describe_provenance(record):
         device = f"device {prov.get('device', 'unknown')}"
     precisions = sorted({run["precision"] for run in runs if run.get("precision")})
     precision = f", precision {'/'.join(precisions)}" if precisions else ""
-    return (f"Source: results/{record.get('experiment')}.json, preset '{record.get('preset')}', "
+    files = " and ".join(f"results/{name}.json" for name in record.get("sources", [record.get("experiment")]))
+    return (f"Source{'s' * ('sources' in record)}: {files}, preset '{record.get('preset')}', "
             f"{device}{precision}, commit {commit}{runs_note}, date {prov.get('date', 'unknown')}")
 
 

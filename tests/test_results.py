@@ -87,6 +87,8 @@ def test_compare_reports_differences_ratios_and_overlap(record):
     assert (c["paired"], c["wins"]) == (2, 0)
     assert c["paired_diff_mean"] == pytest.approx(((0.70 - 0.80) + (0.74 - 0.82)) / 2)
     assert c["paired_diff_std"] == pytest.approx(0.0141, abs=1e-4)
+    # mean -0.09, sd 0.01414 over 2 seeds: t(0.975, 1 dof) = 12.706, half-width 12.706 * 0.01414 / sqrt(2) = 0.127
+    assert c["paired_diff_ci95"] == pytest.approx((-0.09 - 0.127, -0.09 + 0.127), abs=1e-3)
     assert results.compare(record, "b", "a")["wins"] == 2
     assert results.compare(record, "a", "a")["ranges_overlap"] is True
     with pytest.raises(KeyError, match="variants are"):
@@ -284,3 +286,23 @@ def test_closed_class_scores_is_the_mean_share_of_zero_scores_per_run(record):
     del record["runs"][1]["zero_scores_by_class_at_end"]  # a run kept from before it was recorded
     table = results.closed_class_scores(record)
     assert math.isnan(table.loc["a", 1]) and table.loc["a", 0] == 0.0
+
+
+def test_pool_joins_the_runs_of_shared_variants_and_names_every_file(record):
+    more = {**record, "experiment": "demo_seeds", "variants": ["b", "c"], "seeds": [2],
+            "provenance": {**PROVENANCE, "date": "2026-02-01T00:00:00+00:00"},
+            "runs": [make_run("b", 2, [0.5, 0.78], 0.75, 500, 1e9, 5.0), make_run("c", 2, [0.5, 0.9], 0.9, 1, 1, 1.0)]}
+    pooled = results.pool(record, more)
+    assert pooled["variants"] == ["b"] and pooled["seeds"] == [0, 1, 2]
+    assert [run["seed"] for run in results.runs_of(pooled, "b")] == [0, 1, 2]
+    assert results.variant_stats(pooled, "b")["acc_mean"] == pytest.approx((0.70 + 0.74 + 0.78) / 3)
+    assert pooled["provenance"]["date"].startswith("2026-02")
+    assert results.describe_provenance(pooled).startswith(
+        "Sources: results/demo.json and results/demo_seeds.json, preset 'cpu'")
+    with pytest.raises(ValueError, match=r"same variant and seed.*\('b', 0\)"):
+        results.pool(record, {**more, "runs": [make_run("b", 0, [0.5, 0.7], 0.7, 500, 1e9, 5.0)]})
+    other_recipe = make_run("b", 2, [0.5, 0.78], 0.75, 500, 1e9, 5.0) | {"config": {"epochs": 3}}
+    with pytest.raises(ValueError, match="'b' was trained with different recipes"):
+        results.pool(record, {**more, "runs": [other_recipe]})
+    with pytest.raises(ValueError, match="share no variant"):
+        results.pool(record, {**more, "variants": ["c"]})

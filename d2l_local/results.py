@@ -247,6 +247,27 @@ def closed_class_scores(record):
     return table
 
 
+def stalled_seeds(record, variants=None):
+    """The seeds from which a run of ``variants`` (every variant by default) stalled: it ended with most of its
+    class scores exactly zero (:func:`closed_class_scores` above one half), its class maps closed for most
+    images. Raises ``ValueError`` for runs kept from before the experiments recorded the scores."""
+    table = closed_class_scores(record).loc[variants or record["variants"]]
+    if table.isna().any(axis=None):
+        unknown = [(variant, seed) for variant, row in table.iterrows() for seed in row.index[row.isna()]]
+        raise ValueError(f"{record['experiment']}: runs without zero class scores, kept from an older version: "
+                         f"{unknown}; train them again with `python -m d2l_local experiment "
+                         f"{record['experiment']} --fresh` to tell whether they stalled")
+    return [int(seed) for seed in table.columns[(table > 0.5).any()]]
+
+
+def without_seeds(record, seeds):
+    """``record`` without the runs from ``seeds``: to compare variants over the seeds from which all of them
+    learned (see :func:`stalled_seeds`)."""
+    seeds = set(seeds)
+    return {**record, "seeds": [seed for seed in record["seeds"] if seed not in seeds],
+            "runs": [run for run in record["runs"] if run["seed"] not in seeds]}
+
+
 def plot_curves(record, key="test_acc", ax=None, variants=None):
     """Per-epoch ``key`` of every variant (or of ``variants``): the mean over seeds and a min..max band.
 

@@ -283,9 +283,19 @@ def test_closed_class_scores_is_the_mean_share_of_zero_scores_per_run(record):
     table = results.closed_class_scores(record)
     assert table.index.tolist() == ["a", "b"] and table.columns.tolist() == [0, 1]
     assert table.loc["a"].tolist() == [0.0, 1.0] and table.loc["b"].tolist() == pytest.approx([0.2, 0.1])
+    # a ended with every score zero from seed 1: stalled; b at most 20% of them
+    assert results.stalled_seeds(record) == [1] and results.stalled_seeds(record, ["b"]) == []
+    record["runs"][2]["zero_scores_by_class_at_end"] = [0.6] * 10
+    assert results.stalled_seeds(record) == [0, 1] and results.stalled_seeds(record, ["b"]) == [0]
+    learned = results.without_seeds(record, [1])
+    assert learned["seeds"] == [0] and {run["seed"] for run in learned["runs"]} == {0}
+    assert results.compare(learned, "a", "b")["paired"] == 1 and record["seeds"] == [0, 1]
     del record["runs"][1]["zero_scores_by_class_at_end"]  # a run kept from before it was recorded
     table = results.closed_class_scores(record)
     assert math.isnan(table.loc["a", 1]) and table.loc["a", 0] == 0.0
+    with pytest.raises(ValueError, match=r"without zero class scores.*\('a', 1\).*--fresh"):
+        results.stalled_seeds(record)
+    assert results.stalled_seeds(record, ["b"]) == [0]
 
 
 def test_pool_joins_the_runs_of_shared_variants_and_names_every_file(record):

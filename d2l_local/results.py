@@ -101,7 +101,7 @@ def _mean_interval(values, confidence=0.95):
 
     half = stats.t.ppf((1 + confidence) / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
     mean = statistics.fmean(values)
-    return (mean - half, mean + half)
+    return (float(mean - half), float(mean + half))
 
 
 def variant_stats(record, variant):
@@ -251,7 +251,7 @@ def stalled_seeds(record, variants=None):
     """The seeds from which a run of ``variants`` (every variant by default) stalled: it ended with most of its
     class scores exactly zero (:func:`closed_class_scores` above one half), its class maps closed for most
     images. Raises ``ValueError`` for runs kept from before the experiments recorded the scores."""
-    table = closed_class_scores(record).loc[variants or record["variants"]]
+    table = closed_class_scores(record).loc[list(variants or record["variants"])]
     if table.isna().any(axis=None):
         unknown = [(variant, seed) for variant, row in table.iterrows() for seed in row.index[row.isna()]]
         raise ValueError(f"{record['experiment']}: runs without zero class scores, kept from an older version: "

@@ -67,24 +67,26 @@ def pool(*records):
     """One record of the variants that ``records`` share, with the runs of all of them: more seeds than one file holds.
 
     The variants keep the first record's order. Each must have been trained with one recipe in every record,
-    and no seed may appear twice for a variant. The pooled record's ``provenance`` is the newest record's,
-    and ``sources`` names every file (see :func:`describe_provenance`).
+    and no seed may appear twice for a variant. The pooled record's ``provenance``, ``preset`` and ``config``
+    are the newest record's, and ``sources`` names every file (see :func:`describe_provenance`).
     """
+    if len(records) < 2:
+        raise ValueError("pool joins two records or more")
+    names = " and ".join(r["experiment"] for r in records)
     shared = [variant for variant in records[0]["variants"] if all(variant in r["variants"] for r in records[1:])]
     if not shared:
-        raise ValueError(f"{' and '.join(r['experiment'] for r in records)} share no variant")
+        raise ValueError(f"{names} share no variant")
     runs = [run for record in records for run in record["runs"] if run["variant"] in shared]
     for variant in shared:
-        recipes = {json.dumps(run["config"], sort_keys=True) for run in runs if run["variant"] == variant}
+        recipes = {json.dumps(run.get("config"), sort_keys=True) for run in runs if run["variant"] == variant}
         if len(recipes) > 1:
-            raise ValueError(f"{variant!r} was trained with different recipes in "
-                             f"{' and '.join(r['experiment'] for r in records)}: {sorted(recipes)}")
-    seeds = Counter((run["variant"], run["seed"]) for run in runs)
-    if twice := sorted(key for key, n in seeds.items() if n > 1):
+            raise ValueError(f"{variant!r} was trained with different recipes in {names}: {sorted(recipes)}")
+    runs_per_seed = Counter((run["variant"], run["seed"]) for run in runs)
+    if twice := sorted(key for key, n in runs_per_seed.items() if n > 1):
         raise ValueError(f"runs from the same variant and seed in more than one record: {twice}")
     newest = max(records, key=lambda r: r["provenance"].get("date", ""))
-    return {**newest, "experiment": " + ".join(r["experiment"] for r in records),
-            "sources": [r["experiment"] for r in records], "variants": shared,
+    sources = [name for r in records for name in r.get("sources", [r["experiment"]])]
+    return {**newest, "experiment": " + ".join(sources), "sources": sources, "variants": shared,
             "seeds": sorted({run["seed"] for run in runs}), "runs": runs}
 
 
@@ -248,16 +250,16 @@ def closed_class_scores(record):
 
 
 def stalled_seeds(record, variants=None):
-    """The seeds from which a run of ``variants`` (every variant by default) stalled: it ended with most of its
-    class scores exactly zero (:func:`closed_class_scores` above one half), its class maps closed for most
-    images. Raises ``ValueError`` for runs kept from before the experiments recorded the scores."""
-    table = closed_class_scores(record).loc[list(variants or record["variants"])]
-    if table.isna().any(axis=None):
-        unknown = [(variant, seed) for variant, row in table.iterrows() for seed in row.index[row.isna()]]
+    """The seeds, in increasing order, from which a run of ``variants`` (every variant by default) stalled: it
+    ended with most of its class scores exactly zero (:func:`closed_class_scores` above one half), its class maps
+    closed for most images. Raises ``ValueError`` for runs kept from before the experiments recorded the scores."""
+    variants = record["variants"] if variants is None else list(variants)
+    runs = [run for variant in variants for run in runs_of(record, variant)]
+    if unknown := [(run["variant"], run["seed"]) for run in runs if "zero_scores_by_class_at_end" not in run]:
         raise ValueError(f"{record['experiment']}: runs without zero class scores, kept from an older version: "
                          f"{unknown}; train them again with `python -m d2l_local experiment "
                          f"{record['experiment']} --fresh` to tell whether they stalled")
-    return [int(seed) for seed in table.columns[(table > 0.5).any()]]
+    return sorted({run["seed"] for run in runs if statistics.fmean(run["zero_scores_by_class_at_end"]) > 0.5})
 
 
 def without_seeds(record, seeds):
@@ -310,8 +312,9 @@ def describe_provenance(record):
         device = f"device {prov.get('device', 'unknown')}"
     precisions = sorted({run["precision"] for run in runs if run.get("precision")})
     precision = f", precision {'/'.join(precisions)}" if precisions else ""
-    files = " and ".join(f"results/{name}.json" for name in record.get("sources", [record.get("experiment")]))
-    return (f"Source{'s' * ('sources' in record)}: {files}, preset '{record.get('preset')}', "
+    sources = record.get("sources", [record.get("experiment")])
+    files = " and ".join(f"results/{name}.json" for name in sources)
+    return (f"Source{'s' * (len(sources) > 1)}: {files}, preset '{record.get('preset')}', "
             f"{device}{precision}, commit {commit}{runs_note}, date {prov.get('date', 'unknown')}")
 
 
@@ -537,6 +540,6 @@ def plot_full_runs(record, key="test_acc"):
 
 
 __all__ = ["results_folder", "load", "runs_of", "variant_stats", "summary", "compare", "compare_table",
-           "describe_change", "plot_curves",
+           "describe_change", "pool", "closed_class_scores", "stalled_seeds", "without_seeds", "plot_curves",
            "describe_provenance", "stability_summary", "stability_runs", "plot_stability", "full_run_outcome",
            "full_runs", "full_run_summary", "plot_full_runs"]

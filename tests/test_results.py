@@ -284,18 +284,22 @@ def test_closed_class_scores_is_the_mean_share_of_zero_scores_per_run(record):
     assert table.index.tolist() == ["a", "b"] and table.columns.tolist() == [0, 1]
     assert table.loc["a"].tolist() == [0.0, 1.0] and table.loc["b"].tolist() == pytest.approx([0.2, 0.1])
     # a ended with every score zero from seed 1: stalled; b at most 20% of them
-    assert results.stalled_seeds(record) == [1] and results.stalled_seeds(record, ["b"]) == []
+    assert results.stalled_seeds(record) == [1] and results.stalled_seeds(record, ("b",)) == []
     record["runs"][2]["zero_scores_by_class_at_end"] = [0.6] * 10
     assert results.stalled_seeds(record) == [0, 1] and results.stalled_seeds(record, ["b"]) == [0]
     learned = results.without_seeds(record, [1])
     assert learned["seeds"] == [0] and {run["seed"] for run in learned["runs"]} == {0}
     assert results.compare(learned, "a", "b")["paired"] == 1 and record["seeds"] == [0, 1]
+    assert all(math.isnan(end) for end in results.compare(learned, "a", "b")["paired_diff_ci95"])  # one seed
+    assert results.stalled_seeds(record, []) == []
     del record["runs"][1]["zero_scores_by_class_at_end"]  # a run kept from before it was recorded
     table = results.closed_class_scores(record)
     assert math.isnan(table.loc["a", 1]) and table.loc["a", 0] == 0.0
     with pytest.raises(ValueError, match=r"without zero class scores.*\('a', 1\).*--fresh"):
         results.stalled_seeds(record)
     assert results.stalled_seeds(record, ["b"]) == [0]
+    record["runs"][3]["seed"] = 2  # b ran from seeds 0 and 2, a from 0 and 1: a missing run is not an old one
+    assert results.stalled_seeds(results.without_seeds(record, [1]), ["a", "b"]) == [0]
 
 
 def test_pool_joins_the_runs_of_shared_variants_and_names_every_file(record):
@@ -307,6 +311,11 @@ def test_pool_joins_the_runs_of_shared_variants_and_names_every_file(record):
     assert [run["seed"] for run in results.runs_of(pooled, "b")] == [0, 1, 2]
     assert results.variant_stats(pooled, "b")["acc_mean"] == pytest.approx((0.70 + 0.74 + 0.78) / 3)
     assert pooled["provenance"]["date"].startswith("2026-02")
+    assert results.pool(more, record)["provenance"]["date"].startswith("2026-02")  # the newest, not the last
+    assert results.pool(more, record)["variants"] == ["b"]
+    again = results.pool(pooled, {**more, "experiment": "demo_more", "runs": []})
+    assert results.describe_provenance(again).startswith(
+        "Sources: results/demo.json and results/demo_seeds.json and results/demo_more.json,")
     assert results.describe_provenance(pooled).startswith(
         "Sources: results/demo.json and results/demo_seeds.json, preset 'cpu'")
     with pytest.raises(ValueError, match=r"same variant and seed.*\('b', 0\)"):
@@ -316,3 +325,5 @@ def test_pool_joins_the_runs_of_shared_variants_and_names_every_file(record):
         results.pool(record, {**more, "runs": [other_recipe]})
     with pytest.raises(ValueError, match="share no variant"):
         results.pool(record, {**more, "variants": ["c"]})
+    with pytest.raises(ValueError, match="two records or more"):
+        results.pool(record)

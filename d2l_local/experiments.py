@@ -86,7 +86,7 @@ SEEDS_FOR = {("cpu", "conv1x1_count"): tuple(range(10)), ("cpu", "conv1x1_count_
              ("cpu", "linear_1x1_lr"): (0, 1, 2, 3, 4), ("cpu", "linear_1x1_paced"): (0, 1, 2, 3, 4),
              ("cpu", "linear_1x1_paced_long"): (0, 1, 2, 3),
              ("cpu", "linear_1x1_matrix"): (0, 1, 2, 3, 4), ("cpu", "linear_1x1_matrix_long"): (0, 1, 2, 3),
-             ("cpu", "linear_1x1_matrix_seeds"): (5, 6, 7, 8, 9), ("cpu", "conv1x1_count_long_seeds"): (4, 5, 6, 7)}
+             ("cpu", "linear_1x1_matrix_seeds"): (5, 6, 7, 8, 9), ("cpu", "conv1x1_count_long_seeds"): tuple(range(4, 12))}
 # What results.py reads from every run; a kept run without one of them is trained again.
 RUN_KEYS = {"final_test_acc", "final_train_acc_eval", "params", "training_flops_per_image", "history"}
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "init", "label_smoothing")
@@ -165,8 +165,8 @@ EXPERIMENTS = {
     # The same question with a longer budget: does a deeper micro network need more epochs to pay off?
     "conv1x1_count_long": ("Number of 1x1 convolutions per block (0 to 3), 10 epochs with a cosine schedule",
                            _conv1x1_counts(epochs=10, schedule="cosine")),
-    # One and two layers from four more seeds, to pool with conv1x1_count_long's four (results.pool).
-    "conv1x1_count_long_seeds": ("One and two 1x1 convolutions per block, 10 epochs with a cosine schedule, from four "
+    # One and two layers from eight more seeds, to pool with conv1x1_count_long's four (results.pool).
+    "conv1x1_count_long_seeds": ("One and two 1x1 convolutions per block, 10 epochs with a cosine schedule, from eight "
                                  "more seeds", _conv1x1_counts(epochs=10, schedule="cosine")[1:3]),
     # Is it the second layer's ReLU? Without it the pair computes only what one layer can, with two layers'
     # parameters.

@@ -340,10 +340,10 @@ def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
     [path] = experiments.run_experiment("linear_1x1_matrix_seeds", "cpu")  # new: seeds 5 to 9
     assert trained[-15:] == [(options, seed, 2, "constant") for options in [(("linear_1x1", True),), (("num_1x1", 1),),
                                                                            (("num_1x1", 1),)] for seed in range(5, 10)]
-    [path] = experiments.run_experiment("conv1x1_count_long_seeds", "cpu")  # one and two layers, seeds 4 to 7
-    assert trained[-8:] == [(options, seed, 10, "cosine")
-                            for options in [(("num_1x1", 1),), (("num_1x1", 2),)] for seed in range(4, 8)]
-    assert json.loads(path.read_text())["seeds"] == [4, 5, 6, 7]
+    [path] = experiments.run_experiment("conv1x1_count_long_seeds", "cpu")  # one and two layers, seeds 4 to 11
+    assert trained[-16:] == [(options, seed, 10, "cosine")
+                            for options in [(("num_1x1", 1),), (("num_1x1", 2),)] for seed in range(4, 12)]
+    assert json.loads(path.read_text())["seeds"] == list(range(4, 12))
     with pytest.raises(ValueError, match="cannot be combined with 'all'"):
         list(experiments.run_experiment("all", "cpu", only="num_1x1=2"))
     with pytest.raises(ValueError, match="stability has no --verify"):

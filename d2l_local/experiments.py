@@ -40,6 +40,7 @@ from .models import (
     build_model,
     copy_weights,
     count_parameters,
+    first_conv,
     init_weights,
     multiply_out,
     product_bias_step_gains,
@@ -86,7 +87,8 @@ SEEDS_FOR = {("cpu", "conv1x1_count"): tuple(range(10)), ("cpu", "conv1x1_count_
              ("cpu", "linear_1x1_lr"): (0, 1, 2, 3, 4), ("cpu", "linear_1x1_paced"): (0, 1, 2, 3, 4),
              ("cpu", "linear_1x1_paced_long"): (0, 1, 2, 3),
              ("cpu", "linear_1x1_matrix"): (0, 1, 2, 3, 4), ("cpu", "linear_1x1_matrix_long"): (0, 1, 2, 3),
-             ("cpu", "linear_1x1_matrix_seeds"): (5, 6, 7, 8, 9), ("cpu", "conv1x1_count_long_seeds"): tuple(range(4, 12))}
+             ("cpu", "linear_1x1_matrix_seeds"): (5, 6, 7, 8, 9), ("cpu", "conv1x1_count_long_seeds"): tuple(range(4, 12)),
+             ("cpu", "conv1x1_count_stall"): (6, 7)}
 # What results.py reads from every run; a kept run without one of them is trained again.
 RUN_KEYS = {"final_test_acc", "final_train_acc_eval", "params", "training_flops_per_image", "history"}
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "init", "label_smoothing")
@@ -144,6 +146,14 @@ def _matrix_steps(num_blocks, **recipe):
                     (f"{label}, lr_1x1_blocks={num_blocks}", options, matrix | {"lr_1x1_blocks": (num_blocks,)})]
 
 
+def _stall_draws(seeds):
+    """One and two 1x1 layers per block as they are, then with all their initial weights drawn from each of
+    ``seeds``, and with only their first convolution's drawn from each (the run's own seed drives its dropout)."""
+    return [(f"num_1x1={k}{label}", {"num_1x1": k}, changes) for k in (1, 2)
+            for label, changes in [("", {}), *((f", {key}={seed}", {key: seed})
+                                               for key in ("init_seed", "first_conv_seed") for seed in seeds)]]
+
+
 def _learning_rates(lr):
     """One 1x1 layer per block and the linear pair at half, once and twice the preset's learning rate (at the
     preset's rate, the same runs as ``linear_1x1``'s)."""
@@ -168,6 +178,10 @@ EXPERIMENTS = {
     # One and two layers from eight more seeds, to pool with conv1x1_count_long's four (results.pool).
     "conv1x1_count_long_seeds": ("One and two 1x1 convolutions per block, 10 epochs with a cosine schedule, from eight "
                                  "more seeds", _conv1x1_counts(epochs=10, schedule="cosine")[1:3]),
+    # Seed 7 stalls one and two layers under both budgets, seed 6 neither: is it seed 7's initial weights (all of
+    # them, or the first convolution's, the same draw in every count) or its dropout?
+    "conv1x1_count_stall": ("One and two 1x1 convolutions per block from seeds 6 and 7, with all their initial "
+                            "weights, or only their first convolution's, drawn from seed 6 or 7", _stall_draws((6, 7))),
     # Is it the second layer's ReLU? Without it the pair computes only what one layer can, with two layers'
     # parameters.
     "linear_1x1": ("Two 1x1 layers per block with and without the ReLU between them, against one",
@@ -246,6 +260,11 @@ def _non_default(model, options):
     return {k: v for k, v in options.items() if defaults[k].default != v}
 
 
+def _own_draws_dropped(recipe, seed):
+    """``recipe`` without an ``init_seed`` or ``first_conv_seed`` that is the run's own seed: the same run."""
+    return {k: v for k, v in recipe.items() if not (k in ("init_seed", "first_conv_seed") and v == seed)}
+
+
 def _run_key(preset, model, options, recipe, seed):
     blob = json.dumps([preset, model, _non_default(model, options), recipe, seed], sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
@@ -290,6 +309,19 @@ def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
             lr_1x1_bias_scale = in_blocks(product_bias_step_gains(pair))
     elif "lr_1x1_blocks" in recipe:
         raise ValueError("lr_1x1_blocks needs lr_1x1")
+    if {"init_seed", "first_conv_seed"} & recipe.keys():
+        if init is None:
+            raise ValueError("init_seed and first_conv_seed draw the network's own start; they cannot be combined "
+                             "with start or lr_1x1")
+        # the initial weights from another seed's draw (all of them, or the first convolution's), while the
+        # run's own seed still drives its dropout (train_ch6 reseeds every epoch)
+        torch.manual_seed(recipe.get("init_seed", seed))
+        init_weights(net, init)
+        if "first_conv_seed" in recipe:
+            donor = build_model(model, input_size=size, **options)
+            torch.manual_seed(recipe["first_conv_seed"])
+            copy_weights(first_conv(init_weights(donor, init)), first_conv(net))
+        init = None
     params = count_parameters(net)
     flops = training_flops_per_image(build_model(model, input_size=size, **options), size)
     start = time.time()
@@ -379,8 +411,8 @@ def run_experiment(name, preset="cpu", *, seeds=None, only=None, verify=False, f
         return
     runs = []
     for label, options, overrides in variants:
-        recipe = {k: config.get(k, 0.0) for k in RECIPE_KEYS} | overrides
         for seed in seeds:
+            recipe = _own_draws_dropped({k: config.get(k, 0.0) for k in RECIPE_KEYS} | overrides, seed)
             key = _run_key(preset, config["model"], options, recipe, seed)
             cached = results_dir() / "runs" / f"{key}.json"
             record = json.loads(cached.read_text()) if cached.exists() else None
@@ -422,8 +454,8 @@ def _verify(path, preset, variants, seeds, device, loaders):
     config = PRESETS[preset]
     mismatches = []
     for label, options, overrides in variants:
-        recipe = {k: config.get(k, 0.0) for k in RECIPE_KEYS} | overrides
         for seed in seeds:
+            recipe = _own_draws_dropped({k: config.get(k, 0.0) for k in RECIPE_KEYS} | overrides, seed)
             old = next((r for r in recorded["runs"] if r["variant"] == label and r["seed"] == seed), None)
             if old is None:
                 raise ValueError(f"{path} has no run of {label} from seed {seed}; its seeds are {recorded['seeds']}")

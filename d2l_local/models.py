@@ -237,6 +237,11 @@ def _is_1x1(layer):
             and layer.padding == (0, 0) and layer.dilation == (1, 1) and layer.groups == 1)
 
 
+def first_conv(net):
+    """The first convolution of ``net`` in forward order (the spatial one that reads the image)."""
+    return next(m for m in net.modules() if isinstance(m, nn.Conv2d))
+
+
 def conv1x1_layers(net):
     """The 1x1 convolutions of ``net``, in forward order."""
     return [m for m in net.modules() if _is_1x1(m)]

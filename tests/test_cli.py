@@ -344,6 +344,11 @@ def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
     assert trained[-16:] == [(options, seed, 10, "cosine")
                             for options in [(("num_1x1", 1),), (("num_1x1", 2),)] for seed in range(4, 12)]
     assert json.loads(path.read_text())["seeds"] == list(range(4, 12))
+    count = len(trained)
+    [path] = experiments.run_experiment("conv1x1_count_stall", "cpu")  # a start drawn from the run's own seed is
+    assert trained[count:] == [((("num_1x1", k),), seed, 2, "constant")  # conv1x1_count's run: new are only the
+                               for k in (1, 2) for _ in range(2) for seed in (7, 6)]  # draws from the other seed
+    assert [run["seed"] for run in json.loads(path.read_text())["runs"]] == [6, 7] * 10
     with pytest.raises(ValueError, match="cannot be combined with 'all'"):
         list(experiments.run_experiment("all", "cpu", only="num_1x1=2"))
     with pytest.raises(ValueError, match="stability has no --verify"):
@@ -553,3 +558,40 @@ def test_one_layer_from_the_linear_pairs_start_starts_computing_what_the_pair_do
     for given, blocks in zip(operators, ((1, 2, 3), (1, 2), (3,))):
         assert [block + 1 for block, pair_step in enumerate(given) if pair_step is not None] == list(blocks)
         assert all(torch.equal(a, b) for block in blocks for a, b in zip(given[block - 1], whole[block - 1]))
+
+
+def test_a_stall_variant_draws_its_start_from_another_seed_and_keeps_its_own_dropout(monkeypatch):
+    """"init_seed=6" from seed 7 starts from seed 6's weights, "first_conv_seed=6" from seed 7's but for the first
+    convolution, which is seed 6's; train_ch6 keeps them (init=None) and gets seed 7 for its dropout."""
+    from d2l_local import train
+
+    class Started(Exception):
+        pass
+
+    started = []
+
+    def stop_after_init(net, *args):  # the first thing train_ch6 does after initialising the network
+        started.append(net)
+        raise Started
+
+    monkeypatch.setattr(train, "_check_input_size", stop_after_init)
+    seeds, train_ch6 = [], train.train_ch6
+
+    def recording_train_ch6(*args, seed, **kwargs):
+        seeds.append(seed)
+        return train_ch6(*args, seed=seed, **kwargs)
+
+    monkeypatch.setattr(experiments, "train_ch6", recording_train_ch6)
+    recipe = {k: experiments.PRESETS["cpu"].get(k, 0.0) for k in experiments.RECIPE_KEYS}
+    for seed, changes in ((6, {}), (7, {}), (7, {"init_seed": 6}), (7, {"first_conv_seed": 6})):
+        with pytest.raises(Started):
+            experiments.run_one("cpu", {"num_1x1": 1}, recipe | changes, seed, "cpu", (None, None))
+    six, seven, seven_from_six, seven_first_conv_from_six = (list(net.parameters()) for net in started)
+    assert seeds == [6, 7, 7, 7]
+    assert all(torch.equal(a, b) for a, b in zip(seven_from_six, six, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(seven_first_conv_from_six[:2], six[:2], strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(seven_first_conv_from_six[2:], seven[2:], strict=True))
+    assert not torch.equal(six[0], seven[0]) and six[2].shape == seven[2].shape and not torch.equal(six[2], seven[2])
+    with pytest.raises(ValueError, match="cannot be combined with start or lr_1x1"):
+        experiments.run_one("cpu", {"num_1x1": 1}, recipe | {"start": "linear_1x1", "init_seed": 6}, 7, "cpu",
+                            (None, None))

@@ -87,8 +87,8 @@ SEEDS_FOR = {("cpu", "conv1x1_count"): tuple(range(10)), ("cpu", "conv1x1_count_
              ("cpu", "linear_1x1_lr"): (0, 1, 2, 3, 4), ("cpu", "linear_1x1_paced"): (0, 1, 2, 3, 4),
              ("cpu", "linear_1x1_paced_long"): (0, 1, 2, 3),
              ("cpu", "linear_1x1_matrix"): (0, 1, 2, 3, 4), ("cpu", "linear_1x1_matrix_long"): (0, 1, 2, 3),
-             ("cpu", "linear_1x1_matrix_seeds"): (5, 6, 7, 8, 9), ("cpu", "conv1x1_count_long_seeds"): tuple(range(4, 12)),
-             ("cpu", "conv1x1_count_stall"): (6, 7)}
+             ("cpu", "linear_1x1_matrix_seeds"): (5, 6, 7, 8, 9),
+             ("cpu", "conv1x1_count_long_seeds"): tuple(range(4, 12)), ("cpu", "conv1x1_count_stall"): (6, 7)}
 # What results.py reads from every run; a kept run without one of them is trained again.
 RUN_KEYS = {"final_test_acc", "final_train_acc_eval", "params", "training_flops_per_image", "history"}
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "init", "label_smoothing")

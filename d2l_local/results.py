@@ -198,11 +198,13 @@ def describe_change(record, base, other):
 
     It states the mean final test accuracy of both, the difference in
     percentage points, whether the difference lies within the seed spread
-    (see :func:`compare`), the per-seed differences, and the ratios of
+    (see :func:`compare`), the per-seed differences with the 95% confidence
+    interval of their mean (from two seeds on), and the ratios of
     parameters and training FLOPs per image.
     """
     c = compare(record, base, other)
     a, b = c["base"], c["other"]
+    interval = _interval_text(c)
     if c["ranges_overlap"]:
         spread = "within the seed spread (the min..max ranges over seeds overlap: these seeds do not separate them)"
     else:
@@ -210,9 +212,16 @@ def describe_change(record, base, other):
     return (f"{base} -> {other}: mean test accuracy {a['acc_mean']:.4f} -> {b['acc_mean']:.4f} "
             f"({100 * c['acc_diff']:+.2f} points, {b['seeds']} seeds), {spread}; "
             f"{other} is higher from {c['wins']} of the {c['paired']} seeds both ran from (per-seed difference "
-            f"{100 * c['paired_diff_mean']:+.2f} ± {100 * c['paired_diff_std']:.2f} points); "
+            f"{100 * c['paired_diff_mean']:+.2f} ± {100 * c['paired_diff_std']:.2f} points"
+            f"{f', 95% confidence interval of its mean {interval} points' if interval else ''}); "
             f"parameters {a['params']:,} -> {b['params']:,} (x{c['params_ratio']:.2f}), "
             f"training FLOPs per image x{c['flops_ratio']:.2f}.")
+
+
+def _interval_text(comparison):
+    """The 95% interval of the mean per-seed difference in points ("+0.22 to +2.02"); "" for fewer than two."""
+    low, high = (100 * end for end in comparison["paired_diff_ci95"])
+    return "" if math.isnan(low) else f"{low:+.2f} to {high:+.2f}"
 
 
 def compare_table(record, pairs):
@@ -221,7 +230,8 @@ def compare_table(record, pairs):
     Columns: the mean final test accuracy of each; ``points``: their
     difference (other minus base, percentage points); ``other higher from``:
     on how many of the seeds both ran from ``other`` ended higher; the per-seed
-    difference (mean ± sample standard deviation); ``seed spread``: whether the
+    difference (mean ± sample standard deviation) and the 95% confidence interval
+    of its mean (empty for fewer than two seeds); ``seed spread``: whether the
     difference lies ``within`` the seed spread or ``beyond`` it (see :func:`compare`).
     """
     rows = {}
@@ -231,6 +241,7 @@ def compare_table(record, pairs):
             "test acc base": round(c["base"]["acc_mean"], 4), "test acc other": round(c["other"]["acc_mean"], 4),
             "points": round(100 * c["acc_diff"], 2), "other higher from": f"{c['wins']} of {c['paired']} seeds",
             "per-seed points": f"{100 * c['paired_diff_mean']:+.2f} ± {100 * c['paired_diff_std']:.2f}",
+            "per-seed 95% interval": _interval_text(c),
             "seed spread": "within" if c["ranges_overlap"] else "beyond"}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.names = ["base", "other"]

@@ -99,8 +99,12 @@ def test_describe_change_is_one_sentence_from_the_record(record):
     text = results.describe_change(record, "a", "b")
     assert text.startswith("a -> b: mean test accuracy 0.8100 -> 0.7200 (-9.00 points, 2 seeds)")
     assert "beyond the seed spread" in text and "1,000 -> 500 (x0.50)" in text
-    assert "b is higher from 0 of the 2 seeds both ran from (per-seed difference -9.00 ± 1.41 points)" in text
+    # the interval: -9.00 ± 12.71 (t(0.975, 1 dof) = 12.706, see the test above)
+    assert ("b is higher from 0 of the 2 seeds both ran from (per-seed difference -9.00 ± 1.41 points, 95% "
+            "confidence interval of its mean -21.71 to +3.71 points)") in text
     assert "within the seed spread" in results.describe_change(record, "a", "a")
+    one_seed = results.without_seeds(record, record["seeds"][1:])
+    assert "(per-seed difference -10.00 ± 0.00 points);" in results.describe_change(one_seed, "a", "b")
 
 
 def test_compare_table_says_what_describe_change_says(record):
@@ -108,9 +112,11 @@ def test_compare_table_says_what_describe_change_says(record):
     assert list(table.index) == [("a", "b"), ("b", "a")]
     assert table.loc[("a", "b")].to_dict() == {
         "test acc base": 0.81, "test acc other": 0.72, "points": -9.0, "other higher from": "0 of 2 seeds",
-        "per-seed points": "-9.00 ± 1.41", "seed spread": "beyond"}
+        "per-seed points": "-9.00 ± 1.41", "per-seed 95% interval": "-21.71 to +3.71", "seed spread": "beyond"}
     assert table.loc[("b", "a"), "other higher from"] == "2 of 2 seeds"
     assert results.compare_table(record, [("a", "a")]).loc[("a", "a"), "seed spread"] == "within"
+    one_seed = results.without_seeds(record, record["seeds"][1:])
+    assert results.compare_table(one_seed, [("a", "b")]).loc[("a", "b"), "per-seed 95% interval"] == ""
 
 
 def test_plot_curves_draws_one_line_and_band_per_variant(record):

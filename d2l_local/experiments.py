@@ -89,6 +89,9 @@ SEEDS_FOR = {("cpu", "conv1x1_count"): tuple(range(10)), ("cpu", "conv1x1_count_
              ("cpu", "linear_1x1_matrix"): (0, 1, 2, 3, 4), ("cpu", "linear_1x1_matrix_long"): (0, 1, 2, 3),
              ("cpu", "linear_1x1_matrix_seeds"): (5, 6, 7, 8, 9),
              ("cpu", "conv1x1_count_long_seeds"): tuple(range(4, 12)), ("cpu", "conv1x1_count_stall"): (6, 7)}
+# Experiments defined by the seeds they train from (more seeds for a comparison, or a look at particular seeds):
+# they run on a preset only where SEEDS_FOR names their seeds for it, or where --seeds does.
+BY_SEEDS = {"conv1x1_count_long_seeds", "linear_1x1_matrix_seeds", "conv1x1_count_stall"}
 # What results.py reads from every run; a kept run without one of them is trained again.
 RUN_KEYS = {"final_test_acc", "final_train_acc_eval", "params", "training_flops_per_image", "history"}
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "init", "label_smoothing")
@@ -310,9 +313,12 @@ def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
     elif "lr_1x1_blocks" in recipe:
         raise ValueError("lr_1x1_blocks needs lr_1x1")
     if {"init_seed", "first_conv_seed"} & recipe.keys():
-        if init is None:
+        if recipe.get("start") or recipe.get("lr_1x1"):
             raise ValueError("init_seed and first_conv_seed draw the network's own start; they cannot be combined "
                              "with start or lr_1x1")
+        if init in ("default", "xavier"):  # PyTorch's own draw of the weights, or of the biases, at build time
+            raise ValueError(f"init_seed and first_conv_seed need an init that draws every weight and bias, "
+                             f"not {init!r}")
         # the initial weights from another seed's draw (all of them, or the first convolution's), while the
         # run's own seed still drives its dropout (train_ch6 reseeds every epoch)
         torch.manual_seed(recipe.get("init_seed", seed))
@@ -386,7 +392,7 @@ def run_experiment(name, preset="cpu", *, seeds=None, only=None, verify=False, f
     if name == "all":
         if only:
             raise ValueError("--only names a variant of one experiment; it cannot be combined with 'all'")
-        for each in [*EXPERIMENTS, *([] if verify else STABILITY)]:  # the stability runs have no --verify
+        for each in _all_names(preset, seeds, verify):
             yield from run_experiment(each, preset, seeds=seeds, verify=verify, fresh=fresh, device=device)
         return
     if name in STABILITY:
@@ -398,6 +404,10 @@ def run_experiment(name, preset="cpu", *, seeds=None, only=None, verify=False, f
         return
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {[*EXPERIMENTS, *STABILITY, 'all']}")
+    if name in BY_SEEDS and not seeds and (preset, name) not in SEEDS_FOR:
+        presets = [each for each, named in SEEDS_FOR if named == name]
+        raise ValueError(f"{name} is defined by the seeds it trains from, which are named for the {presets} preset "
+                         f"only; pass --seeds to run it on the {preset!r} preset")
     config = PRESETS[preset]
     seeds = tuple(seeds or SEEDS_FOR.get((preset, name), config["seeds"]))
     variants = [v for v in _variants(name, preset) if only in (None, v[0])]
@@ -418,7 +428,7 @@ def run_experiment(name, preset="cpu", *, seeds=None, only=None, verify=False, f
             record = json.loads(cached.read_text()) if cached.exists() else None
             if record is None or (fresh and cached.stat().st_mtime < fresh) or not RUN_KEYS <= record.keys():
                 # not kept, or to be trained again, or kept by an older version that recorded less
-                baseline = not _non_default(config["model"], options) and not overrides and seed == seeds[0]
+                baseline = not _non_default(config["model"], options) and not overrides and seed == config["seeds"][0]
                 save = results_dir() / "models" / f"{config['model']}_{preset}_seed{seed}.pt" if baseline else None
                 print(f"[{name}] {label} seed {seed} ...", flush=True)
                 record = run_one(preset, options, recipe, seed, device, loaders(recipe), save_model=save)
@@ -432,6 +442,13 @@ def run_experiment(name, preset="cpu", *, seeds=None, only=None, verify=False, f
     }
     write_json_atomic(path, result)
     yield path
+
+
+def _all_names(preset, seeds=None, verify=False):
+    """What ``all`` runs: every experiment (those of ``BY_SEEDS`` where their seeds are named), then the stability
+    runs (which have no --verify)."""
+    return [*(name for name in EXPERIMENTS if name not in BY_SEEDS or seeds or (preset, name) in SEEDS_FOR),
+            *([] if verify else STABILITY)]
 
 
 def _loaders_for(config, device):

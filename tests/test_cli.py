@@ -592,6 +592,48 @@ def test_a_stall_variant_draws_its_start_from_another_seed_and_keeps_its_own_dro
     assert all(torch.equal(a, b) for a, b in zip(seven_first_conv_from_six[:2], six[:2], strict=True))
     assert all(torch.equal(a, b) for a, b in zip(seven_first_conv_from_six[2:], seven[2:], strict=True))
     assert not torch.equal(six[0], seven[0]) and six[2].shape == seven[2].shape and not torch.equal(six[2], seven[2])
-    with pytest.raises(ValueError, match="cannot be combined with start or lr_1x1"):
-        experiments.run_one("cpu", {"num_1x1": 1}, recipe | {"start": "linear_1x1", "init_seed": 6}, 7, "cpu",
-                            (None, None))
+    for other in ({"start": "linear_1x1"}, {"lr_1x1": "linear_1x1"}):
+        with pytest.raises(ValueError, match="cannot be combined with start or lr_1x1"):
+            experiments.run_one("cpu", {"num_1x1": 1}, recipe | other | {"init_seed": 6}, 7, "cpu", (None, None))
+    for init in ("default", "xavier"):
+        with pytest.raises(ValueError, match=f"need an init that draws every weight and bias, not '{init}'"):
+            experiments.run_one("cpu", {"num_1x1": 1}, recipe | {"init": init, "first_conv_seed": 6}, 7, "cpu",
+                                (None, None))
+
+
+def test_a_start_from_another_seed_leaves_the_dropout_stream_as_it_was(monkeypatch):
+    """The first epoch begins with the same random state whether the run drew its own start or took another
+    seed's: the run's seed alone drives its dropout."""
+    from d2l_local import train
+
+    class Started(Exception):
+        pass
+
+    states = []
+
+    class FirstEpoch:  # a training loader that records the random state when the first epoch begins
+        batch_size = 128
+
+        def __len__(self):
+            return 1
+
+        def set_epoch(self, epoch):
+            states.append(torch.get_rng_state())
+            raise Started
+
+    monkeypatch.setattr(train, "_check_input_size", lambda *args: None)
+    recipe = {k: experiments.PRESETS["cpu"].get(k, 0.0) for k in experiments.RECIPE_KEYS}
+    for changes in ({}, {"init_seed": 6}, {"first_conv_seed": 6}):
+        with pytest.raises(Started):
+            experiments.run_one("cpu", {"num_1x1": 1}, recipe | changes, 7, "cpu", (FirstEpoch(), None))
+    assert all(torch.equal(state, states[0]) for state in states[1:])
+
+
+def test_experiments_defined_by_their_seeds_run_where_their_seeds_are_named():
+    assert experiments.BY_SEEDS <= experiments.EXPERIMENTS.keys()
+    assert all(("cpu", name) in experiments.SEEDS_FOR for name in experiments.BY_SEEDS)
+    assert experiments.BY_SEEDS <= set(experiments._all_names("cpu"))
+    assert not experiments.BY_SEEDS & set(experiments._all_names("gpu"))
+    assert experiments.BY_SEEDS <= set(experiments._all_names("gpu", seeds=[0]))
+    with pytest.raises(ValueError, match=r"named for the \['cpu'\] preset only; pass --seeds to run it on the 'gpu'"):
+        list(experiments.run_experiment("conv1x1_count_stall", "gpu"))

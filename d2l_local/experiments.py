@@ -149,12 +149,15 @@ def _matrix_steps(num_blocks, **recipe):
                     (f"{label}, lr_1x1_blocks={num_blocks}", options, matrix | {"lr_1x1_blocks": (num_blocks,)})]
 
 
-def _stall_draws(seeds):
+def _stall_draws(seeds, three_layer_seeds):
     """One and two 1x1 layers per block as they are, then with all their initial weights drawn from each of
-    ``seeds``, and with only their first convolution's drawn from each (the run's own seed drives its dropout)."""
+    ``seeds``, and with only their first convolution's drawn from each (the run's own seed drives its dropout);
+    last, three layers as they are and with all their initial weights drawn from each of ``three_layer_seeds``."""
     return [(f"num_1x1={k}{label}", {"num_1x1": k}, changes) for k in (1, 2)
             for label, changes in [("", {}), *((f", {key}={seed}", {key: seed})
-                                               for key in ("init_seed", "first_conv_seed") for seed in seeds)]]
+                                               for key in ("init_seed", "first_conv_seed") for seed in seeds)]] + [
+        (f"num_1x1=3{label}", {"num_1x1": 3}, changes)
+        for label, changes in [("", {}), *((f", init_seed={seed}", {"init_seed": seed}) for seed in three_layer_seeds)]]
 
 
 def _learning_rates(lr):
@@ -182,9 +185,11 @@ EXPERIMENTS = {
     "conv1x1_count_long_seeds": ("One and two 1x1 convolutions per block, 10 epochs with a cosine schedule, from eight "
                                  "more seeds", _conv1x1_counts(epochs=10, schedule="cosine")[1:3]),
     # Seed 7 stalls one and two layers under both budgets, seed 6 neither: is it seed 7's initial weights (all of
-    # them, or the first convolution's, the same draw in every count) or its dropout?
+    # them, or the first convolution's, the same draw in every count) or its dropout? And do three layers, which
+    # stalled from seeds 8 and 9, stall from those seeds' weights with seed 6's or 7's dropout?
     "conv1x1_count_stall": ("One and two 1x1 convolutions per block from seeds 6 and 7, with all their initial "
-                            "weights, or only their first convolution's, drawn from seed 6 or 7", _stall_draws((6, 7))),
+                            "weights, or only their first convolution's, drawn from seed 6 or 7; three with all "
+                            "their initial weights drawn from seed 8 or 9", _stall_draws((6, 7), (8, 9))),
     # Is it the second layer's ReLU? Without it the pair computes only what one layer can, with two layers'
     # parameters.
     "linear_1x1": ("Two 1x1 layers per block with and without the ReLU between them, against one",

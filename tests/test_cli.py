@@ -347,8 +347,9 @@ def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
     count = len(trained)
     [path] = experiments.run_experiment("conv1x1_count_stall", "cpu")  # a start drawn from the run's own seed is
     assert trained[count:] == [((("num_1x1", k),), seed, 2, "constant")  # conv1x1_count's run: new are only the
-                               for k in (1, 2) for _ in range(2) for seed in (7, 6)]  # draws from the other seed
-    assert [run["seed"] for run in json.loads(path.read_text())["runs"]] == [6, 7] * 10
+                               for k in (1, 2) for _ in range(2) for seed in (7, 6)  # draws from another seed
+                               ] + [((("num_1x1", 3),), seed, 2, "constant") for _ in range(2) for seed in (6, 7)]
+    assert [run["seed"] for run in json.loads(path.read_text())["runs"]] == [6, 7] * 13
     with pytest.raises(ValueError, match="cannot be combined with 'all'"):
         list(experiments.run_experiment("all", "cpu", only="num_1x1=2"))
     with pytest.raises(ValueError, match="stability has no --verify"):

@@ -42,6 +42,7 @@ from .models import (
     count_parameters,
     first_conv,
     init_weights,
+    last_block,
     multiply_out,
     product_bias_step_gains,
     product_step_gains,
@@ -95,6 +96,10 @@ BY_SEEDS = {"conv1x1_count_long_seeds", "linear_1x1_matrix_seeds", "conv1x1_coun
 # What results.py reads from every run; a kept run without one of them is trained again.
 RUN_KEYS = {"final_test_acc", "final_train_acc_eval", "params", "training_flops_per_image", "history"}
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "init", "label_smoothing")
+# Recipe keys that draw a part of the network's start from another seed, and the part each one draws;
+# "init_seed" draws all of it.
+START_PARTS = {"first_conv_seed": first_conv, "last_block_seed": last_block}
+DRAW_KEYS = ("init_seed", *START_PARTS)
 
 
 def _conv1x1_counts(**recipe):
@@ -151,11 +156,12 @@ def _matrix_steps(num_blocks, **recipe):
 
 def _stall_draws(seeds, three_layer_seeds):
     """One and two 1x1 layers per block as they are, then with all their initial weights drawn from each of
-    ``seeds``, and with only their first convolution's drawn from each (the run's own seed drives its dropout);
-    last, three layers as they are and with all their initial weights drawn from each of ``three_layer_seeds``."""
+    ``seeds``, with only their first convolution's, and with only their last block's (the run's own seed drives
+    its dropout); last, three layers as they are and with all their initial weights drawn from each of
+    ``three_layer_seeds``."""
     return [(f"num_1x1={k}{label}", {"num_1x1": k}, changes) for k in (1, 2)
             for label, changes in [("", {}), *((f", {key}={seed}", {key: seed})
-                                               for key in ("init_seed", "first_conv_seed") for seed in seeds)]] + [
+                                               for key in DRAW_KEYS for seed in seeds)]] + [
         (f"num_1x1=3{label}", {"num_1x1": 3}, changes)
         for label, changes in [("", {}), *((f", init_seed={seed}", {"init_seed": seed}) for seed in three_layer_seeds)]]
 
@@ -185,11 +191,13 @@ EXPERIMENTS = {
     "conv1x1_count_long_seeds": ("One and two 1x1 convolutions per block, 10 epochs with a cosine schedule, from eight "
                                  "more seeds", _conv1x1_counts(epochs=10, schedule="cosine")[1:3]),
     # Seed 7 stalls one and two layers under both budgets, seed 6 neither: is it seed 7's initial weights (all of
-    # them, or the first convolution's, the same draw in every count) or its dropout? And do three layers, which
-    # stalled from seeds 8 and 9, stall from those seeds' weights with seed 6's or 7's dropout?
+    # them, the first convolution's, the same draw in every count, or the last block's, which makes the class maps)
+    # or its dropout? And do three layers, which stalled from seeds 8 and 9, stall from those seeds' weights with
+    # seed 6's or 7's dropout?
     "conv1x1_count_stall": ("One and two 1x1 convolutions per block from seeds 6 and 7, with all their initial "
-                            "weights, or only their first convolution's, drawn from seed 6 or 7; three with all "
-                            "their initial weights drawn from seed 8 or 9", _stall_draws((6, 7), (8, 9))),
+                            "weights, only their first convolution's, or only their last block's drawn from seed 6 "
+                            "or 7; three with all their initial weights drawn from seed 8 or 9",
+                            _stall_draws((6, 7), (8, 9))),
     # Is it the second layer's ReLU? Without it the pair computes only what one layer can, with two layers'
     # parameters.
     "linear_1x1": ("Two 1x1 layers per block with and without the ReLU between them, against one",
@@ -269,8 +277,8 @@ def _non_default(model, options):
 
 
 def _own_draws_dropped(recipe, seed):
-    """``recipe`` without an ``init_seed`` or ``first_conv_seed`` that is the run's own seed: the same run."""
-    return {k: v for k, v in recipe.items() if not (k in ("init_seed", "first_conv_seed") and v == seed)}
+    """``recipe`` without a :data:`DRAW_KEYS` entry that is the run's own seed: the same run."""
+    return {k: v for k, v in recipe.items() if not (k in DRAW_KEYS and v == seed)}
 
 
 def _run_key(preset, model, options, recipe, seed):
@@ -317,21 +325,21 @@ def run_one(preset, options, recipe, seed, device, loaders, save_model=None):
             lr_1x1_bias_scale = in_blocks(product_bias_step_gains(pair))
     elif "lr_1x1_blocks" in recipe:
         raise ValueError("lr_1x1_blocks needs lr_1x1")
-    if {"init_seed", "first_conv_seed"} & recipe.keys():
+    if set(DRAW_KEYS) & recipe.keys():
+        keys = ", ".join(DRAW_KEYS)
         if recipe.get("start") or recipe.get("lr_1x1"):
-            raise ValueError("init_seed and first_conv_seed draw the network's own start; they cannot be combined "
-                             "with start or lr_1x1")
+            raise ValueError(f"{keys} draw the network's own start; they cannot be combined with start or lr_1x1")
         if init in ("default", "xavier"):  # PyTorch's own draw of the weights, or of the biases, at build time
-            raise ValueError(f"init_seed and first_conv_seed need an init that draws every weight and bias, "
-                             f"not {init!r}")
-        # the initial weights from another seed's draw (all of them, or the first convolution's), while the
-        # run's own seed still drives its dropout (train_ch6 reseeds every epoch)
+            raise ValueError(f"{keys} need an init that draws every weight and bias, not {init!r}")
+        # the initial weights from another seed's draw (all of them, or a part's), while the run's own seed
+        # still drives its dropout (train_ch6 reseeds every epoch)
         torch.manual_seed(recipe.get("init_seed", seed))
         init_weights(net, init)
-        if "first_conv_seed" in recipe:
-            donor = build_model(model, input_size=size, **options)
-            torch.manual_seed(recipe["first_conv_seed"])
-            copy_weights(first_conv(init_weights(donor, init)), first_conv(net))
+        for key, part in START_PARTS.items():
+            if key in recipe:
+                donor = build_model(model, input_size=size, **options)
+                torch.manual_seed(recipe[key])
+                copy_weights(part(init_weights(donor, init)), part(net))
         init = None
     params = count_parameters(net)
     flops = training_flops_per_image(build_model(model, input_size=size, **options), size)

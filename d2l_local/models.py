@@ -242,6 +242,11 @@ def first_conv(net):
     return next(m for m in net.modules() if isinstance(m, nn.Conv2d))
 
 
+def last_block(net):
+    """The last NiN block of ``net``: the one that makes the class maps."""
+    return [m for m in net if isinstance(m, nn.Sequential)][-1]
+
+
 def conv1x1_layers(net):
     """The 1x1 convolutions of ``net``, in forward order."""
     return [m for m in net.modules() if _is_1x1(m)]

@@ -206,7 +206,7 @@ def describe_change(record, base, other):
     a, b = c["base"], c["other"]
     interval = _interval_text(c)
     if c["ranges_overlap"]:
-        spread = "within the seed spread (the min..max ranges over seeds overlap: these seeds do not separate them)"
+        spread = "within the seed spread (the min..max ranges over seeds overlap)"
     else:
         spread = "beyond the seed spread (the min..max ranges over seeds do not overlap)"
     return (f"{base} -> {other}: mean test accuracy {a['acc_mean']:.4f} -> {b['acc_mean']:.4f} "

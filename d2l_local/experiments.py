@@ -44,6 +44,7 @@ from .models import (
     init_weights,
     last_block,
     multiply_out,
+    nin_blocks,
     product_bias_step_gains,
     product_step_gains,
     product_step_operators,
@@ -98,7 +99,8 @@ RUN_KEYS = {"final_test_acc", "final_train_acc_eval", "params", "training_flops_
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "init", "label_smoothing")
 # Recipe keys that draw a part of the network's start from another seed, and the part each one draws;
 # "init_seed" draws all of it.
-START_PARTS = {"first_conv_seed": first_conv, "last_block_seed": last_block}
+START_PARTS = {"first_conv_seed": first_conv, "second_block_seed": lambda net: nin_blocks(net)[1],
+               "last_block_seed": last_block}
 DRAW_KEYS = ("init_seed", *START_PARTS)
 
 
@@ -156,8 +158,8 @@ def _matrix_steps(num_blocks, **recipe):
 
 def _stall_draws(seeds, three_layer_seeds):
     """One and two 1x1 layers per block as they are, then with all their initial weights drawn from each of
-    ``seeds``, with only their first convolution's, and with only their last block's (the run's own seed drives
-    its dropout); last, three layers as they are and with all their initial weights drawn from each of
+    ``seeds``, with only their first convolution's, their second block's, or their last block's (the run's own
+    seed drives its dropout); last, three layers as they are and with all their initial weights drawn from each of
     ``three_layer_seeds``."""
     return [(f"num_1x1={k}{label}", {"num_1x1": k}, changes) for k in (1, 2)
             for label, changes in [("", {}), *((f", {key}={seed}", {key: seed})
@@ -191,12 +193,12 @@ EXPERIMENTS = {
     "conv1x1_count_long_seeds": ("One and two 1x1 convolutions per block, 10 epochs with a cosine schedule, from eight "
                                  "more seeds", _conv1x1_counts(epochs=10, schedule="cosine")[1:3]),
     # Seed 7 stalls one and two layers under both budgets, seed 6 neither: is it seed 7's initial weights (all of
-    # them, the first convolution's, the same draw in every count, or the last block's, which makes the class maps)
-    # or its dropout? And do three layers, which stalled from seeds 8 and 9, stall from those seeds' weights with
-    # seed 6's or 7's dropout?
+    # them, the first convolution's, the same draw in every count, the second block's, or the last block's, which
+    # makes the class maps) or its dropout? And do three layers, which stalled from seeds 8 and 9, stall from those
+    # seeds' weights with seed 6's or 7's dropout?
     "conv1x1_count_stall": ("One and two 1x1 convolutions per block from seeds 6 and 7, with all their initial "
-                            "weights, only their first convolution's, or only their last block's drawn from seed 6 "
-                            "or 7; three with all their initial weights drawn from seed 8 or 9",
+                            "weights, or only their first convolution's, second block's or last block's, drawn from "
+                            "seed 6 or 7; three with all their initial weights drawn from seed 8 or 9",
                             _stall_draws((6, 7), (8, 9))),
     # Is it the second layer's ReLU? Without it the pair computes only what one layer can, with two layers'
     # parameters.

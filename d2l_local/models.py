@@ -242,9 +242,14 @@ def first_conv(net):
     return next(m for m in net.modules() if isinstance(m, nn.Conv2d))
 
 
+def nin_blocks(net):
+    """The NiN blocks of ``net``, in forward order."""
+    return [m for m in net if isinstance(m, nn.Sequential)]
+
+
 def last_block(net):
     """The last NiN block of ``net``: the one that makes the class maps."""
-    return [m for m in net if isinstance(m, nn.Sequential)][-1]
+    return nin_blocks(net)[-1]
 
 
 def conv1x1_layers(net):

@@ -12,7 +12,14 @@ from test_data import fake_urlopen, gz_of, nothing_installed  # noqa: F401 - not
 
 from d2l_local import cli, experiments  # experiments: imported before any test fakes train.train_ch6, which it binds
 from d2l_local import data as data_mod
-from d2l_local.models import INITS, last_block, product_bias_step_gains, product_step_gains, product_step_operators
+from d2l_local.models import (
+    INITS,
+    last_block,
+    nin_blocks,
+    product_bias_step_gains,
+    product_step_gains,
+    product_step_operators,
+)
 
 CLOSED_PORT = "http://127.0.0.1:9"
 
@@ -347,9 +354,9 @@ def test_experiment_seeds_cache_and_record(monkeypatch, tmp_path):
     count = len(trained)
     [path] = experiments.run_experiment("conv1x1_count_stall", "cpu")  # a start drawn from the run's own seed is
     assert trained[count:] == [((("num_1x1", k),), seed, 2, "constant")  # conv1x1_count's run: new are only the
-                               for k in (1, 2) for _ in range(3) for seed in (7, 6)  # draws from another seed
+                               for k in (1, 2) for _ in range(4) for seed in (7, 6)  # draws from another seed
                                ] + [((("num_1x1", 3),), seed, 2, "constant") for _ in range(2) for seed in (6, 7)]
-    assert [run["seed"] for run in json.loads(path.read_text())["runs"]] == [6, 7] * 17
+    assert [run["seed"] for run in json.loads(path.read_text())["runs"]] == [6, 7] * 21
     with pytest.raises(ValueError, match="cannot be combined with 'all'"):
         list(experiments.run_experiment("all", "cpu", only="num_1x1=2"))
     with pytest.raises(ValueError, match="stability has no --verify"):
@@ -586,12 +593,18 @@ def test_a_stall_variant_draws_its_start_from_another_seed_and_keeps_its_own_dro
     monkeypatch.setattr(experiments, "train_ch6", recording_train_ch6)
     recipe = {k: experiments.PRESETS["cpu"].get(k, 0.0) for k in experiments.RECIPE_KEYS}
     for seed, changes in ((6, {}), (7, {}), (7, {"init_seed": 6}), (7, {"first_conv_seed": 6}),
-                          (7, {"last_block_seed": 6})):
+                          (7, {"last_block_seed": 6}), (7, {"second_block_seed": 6})):
         with pytest.raises(Started):
             experiments.run_one("cpu", {"num_1x1": 1}, recipe | changes, seed, "cpu", (None, None))
-    six, seven, seven_from_six, seven_first_conv_from_six, seven_last_block_from_six = (
+    six, seven, seven_from_six, seven_first_conv_from_six, seven_last_block_from_six, seven_second_block_from_six = (
         list(net.parameters()) for net in started)
-    assert seeds == [6, 7, 7, 7, 7]
+    assert seeds == [6, 7, 7, 7, 7, 7]
+    first = len(list(nin_blocks(started[0])[0].parameters()))  # the second block's parameters come after the first's
+    second = slice(first, first + len(list(nin_blocks(started[0])[1].parameters())))
+    assert all(torch.equal(a, b) for a, b in zip(seven_second_block_from_six[second], six[second], strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(seven_second_block_from_six[:first] + seven_second_block_from_six[
+        second.stop:], seven[:first] + seven[second.stop:], strict=True))
+    assert not torch.equal(six[first], seven[first])
     last = len(list(last_block(started[0]).parameters()))  # the last block's parameters come last
     assert last == 4  # its spatial convolution and one 1x1 layer, weights and biases
     assert all(torch.equal(a, b) for a, b in zip(seven_last_block_from_six[-last:], six[-last:], strict=True))
@@ -632,7 +645,7 @@ def test_a_start_from_another_seed_leaves_the_dropout_stream_as_it_was(monkeypat
 
     monkeypatch.setattr(train, "_check_input_size", lambda *args: None)
     recipe = {k: experiments.PRESETS["cpu"].get(k, 0.0) for k in experiments.RECIPE_KEYS}
-    for changes in ({}, {"init_seed": 6}, {"first_conv_seed": 6}, {"last_block_seed": 6}):
+    for changes in ({}, *({key: 6} for key in experiments.DRAW_KEYS)):
         with pytest.raises(Started):
             experiments.run_one("cpu", {"num_1x1": 1}, recipe | changes, 7, "cpu", (FirstEpoch(), None))
     assert all(torch.equal(state, states[0]) for state in states[1:])

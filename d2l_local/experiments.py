@@ -419,7 +419,7 @@ def run_experiment(name, preset="cpu", *, seeds=None, only=None, verify=False, f
         return
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {[*EXPERIMENTS, *STABILITY, 'all']}")
-    if name in BY_SEEDS and not seeds and (preset, name) not in SEEDS_FOR:
+    if not _seeds_named(name, preset, seeds):
         presets = [each for each, named in SEEDS_FOR if named == name]
         raise ValueError(f"{name} is defined by the seeds it trains from, which are named for the {presets} preset "
                          f"only; pass --seeds to run it on the {preset!r} preset")
@@ -459,11 +459,16 @@ def run_experiment(name, preset="cpu", *, seeds=None, only=None, verify=False, f
     yield path
 
 
+def _seeds_named(name, preset, seeds=None):
+    """Whether experiment ``name`` has seeds to run from on ``preset``: those of ``BY_SEEDS`` only where
+    ``SEEDS_FOR`` or ``seeds`` names them."""
+    return name not in BY_SEEDS or bool(seeds) or (preset, name) in SEEDS_FOR
+
+
 def _all_names(preset, seeds=None, verify=False):
-    """What ``all`` runs: every experiment (those of ``BY_SEEDS`` where their seeds are named), then the stability
-    runs (which have no --verify)."""
-    return [*(name for name in EXPERIMENTS if name not in BY_SEEDS or seeds or (preset, name) in SEEDS_FOR),
-            *([] if verify else STABILITY)]
+    """What ``all`` runs: every experiment that has seeds named on ``preset``, then the stability runs (which have
+    no --verify)."""
+    return [*(name for name in EXPERIMENTS if _seeds_named(name, preset, seeds)), *([] if verify else STABILITY)]
 
 
 def _loaders_for(config, device):

@@ -570,8 +570,8 @@ def test_one_layer_from_the_linear_pairs_start_starts_computing_what_the_pair_do
 
 def test_a_stall_variant_draws_its_start_from_another_seed_and_keeps_its_own_dropout(monkeypatch):
     """"init_seed=6" from seed 7 starts from seed 6's weights, "first_conv_seed=6" from seed 7's but for the first
-    convolution, which is seed 6's, and "last_block_seed=6" from seed 7's but for the last block; train_ch6
-    keeps them (init=None) and gets seed 7 for its dropout."""
+    convolution, which is seed 6's, and "second_block_seed=6" and "last_block_seed=6" from seed 7's but for that
+    block; train_ch6 keeps them (init=None) and gets seed 7 for its dropout."""
     from d2l_local import train
 
     class Started(Exception):
